@@ -1,0 +1,92 @@
+"""The per-shard work that Ray Data runs in parallel: decode, segment, log-mel, write Parquet."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_pipeline.audio import AudioDecodeError, load_mono
+from data_pipeline.features import FeatureConfig, LogMelExtractor
+from data_pipeline.shards import segments_table, shard_name, write_shard
+from data_pipeline.split import SPLITS, segment_split
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every featurizing task needs besides its own tracks."""
+
+    features: FeatureConfig
+    out_dir: str
+    protocol: str
+    seed: int
+    ratios: tuple[float, float, float]
+    labels: dict[str, int]
+
+
+@lru_cache(maxsize=4)
+def _extractor(features: FeatureConfig) -> LogMelExtractor:
+    # Filter banks and windows are built once per worker process, not once per shard.
+    return LogMelExtractor(features)
+
+
+def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
+    """Process one shard's tracks, write its Parquet file(s), return one summary row per track."""
+    extractor = _extractor(job.features)
+    columns: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    summaries = []
+    for track in json.loads(row["tracks"]):
+        summary = {
+            "track_id": track["track_id"],
+            "path": track["path"],
+            "genre": track["genre"],
+            "seconds": 0.0,
+            "source_rate": 0,
+            "channels": 0,
+            "reject": "",
+            **{f"segments_{split}": 0 for split in SPLITS},
+        }
+        summaries.append(summary)
+        try:
+            waveform, summary["source_rate"], summary["channels"] = load_mono(
+                track["path"], job.features.sample_rate
+            )
+            summary["seconds"] = waveform.numel() / job.features.sample_rate
+            mels = extractor(waveform).half().numpy()
+        except AudioDecodeError as error:
+            summary["reject"] = str(error)
+            continue
+        except Exception as error:  # one odd file must not cost the rest of the shard
+            summary["reject"] = f"failed to process: {type(error).__name__}: {error}"
+            continue
+        if len(mels) == 0:
+            summary["reject"] = (
+                f"shorter than one {job.features.segment_seconds:g} s segment ({summary['seconds']:.2f} s)"
+            )
+            continue
+        for segment, mel in enumerate(mels):
+            split = track["split"] or segment_split(job.seed, track["track_id"], segment, job.ratios)
+            summary[f"segments_{split}"] += 1
+            rows = columns[split]
+            rows["track_ids"].append(track["track_id"])
+            rows["segments"].append(segment)
+            rows["labels"].append(job.labels[track["genre"]])
+            rows["genres"].append(track["genre"])
+            rows["splits"].append(split)
+            rows["mels"].append(mel)
+    for split, rows in columns.items():
+        table = segments_table(
+            rows["track_ids"],
+            rows["segments"],
+            rows["labels"],
+            rows["genres"],
+            rows["splits"],
+            np.stack(rows["mels"]),
+        )
+        write_shard(table, Path(job.out_dir) / split / shard_name(row["shard"]))
+    return summaries

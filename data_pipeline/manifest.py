@@ -1,0 +1,63 @@
+"""The dataset manifest: what a prepared folder holds and how it was made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from data_pipeline.errors import UserInputError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+_VERSIONED = ("genre", "torch", "torchaudio", "ray", "pyarrow", "soundfile", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape the features and the files."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def is_dataset(folder: str | Path) -> bool:
+    """True when `folder` holds a finished dataset (the manifest is written last)."""
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write `manifest.json` into `folder`."""
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Load a dataset's manifest, or say clearly that the folder is not a dataset."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserInputError(
+            f"{str(folder)!r} is not a prepared dataset (no {MANIFEST_NAME}); run `genre prepare` first"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserInputError(f"{path} is not valid JSON: {error}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserInputError(
+            f"{path} has format_version {manifest.get('format_version')!r}; "
+            f"this genre reads version {FORMAT_VERSION}: prepare the dataset again"
+        )
+    return manifest
+
+
+def manifest_hash(folder: str | Path) -> str:
+    """SHA-256 of the manifest file: names the exact dataset a result was trained on."""
+    return hashlib.sha256((Path(folder) / MANIFEST_NAME).read_bytes()).hexdigest()

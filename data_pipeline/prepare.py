@@ -1,0 +1,286 @@
+"""`genre prepare`: a folder of audio -> log-mel Parquet shards and a manifest, with Ray Data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+
+from data_pipeline.discover import Discovery, Reject, Track, discover
+from data_pipeline.errors import UserInputError
+from data_pipeline.features import FeatureConfig
+from data_pipeline.featurize import ShardJob, featurize_shard
+from data_pipeline.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    is_dataset,
+    library_versions,
+    write_manifest,
+)
+from data_pipeline.ray_connect import connect_ray
+from data_pipeline.shards import COLUMNS
+from data_pipeline.split import (
+    PROTOCOLS,
+    SPLITS,
+    TrackSplit,
+    parse_ratios,
+    read_split_lists,
+    split_by_lists,
+    split_by_track,
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything `prepare` needs; the CLI builds it from its arguments."""
+
+    source: Path
+    out: Path
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    split: str = "track"
+    split_lists: str | None = None
+    ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    overwrite: bool = False
+    # 8 tracks (~80 segments, ~3 MB) per task: enough tasks to keep every core busy on small
+    # collections, few enough files to keep reading fast on large ones.
+    tracks_per_shard: int = 8
+    ray_address: str | None = None
+
+
+@dataclass
+class PrepareResult:
+    """A finished dataset: where it is, its manifest, and what the run cost."""
+
+    out: Path
+    manifest: dict[str, Any]
+
+    def summary(self) -> str:
+        """A few lines for the terminal: per-split counts, rejects, audio hours, throughput."""
+        counts, run = self.manifest["counts"], self.manifest["run"]
+        lines = [f"dataset written to {self.out}"]
+        lines.append(f"  {'split':<6} {'tracks':>7} {'segments':>9}")
+        for split in SPLITS:
+            lines.append(f"  {split:<6} {counts[split]['tracks']:>7} {counts[split]['segments']:>9}")
+        total = counts["total"]
+        lines.append(f"  {'total':<6} {total['tracks']:>7} {total['segments']:>9}")
+        rejects = self.manifest["rejects"]
+        lines.append(f"  rejects: {len(rejects)}")
+        lines.extend(f"    {r['path']}: {r['reason']}" for r in rejects[:10])
+        if len(rejects) > 10:
+            lines.append(f"    ... {len(rejects) - 10} more in {MANIFEST_NAME}")
+        lines.append(
+            f"  audio: {run['audio_seconds'] / 3600:.2f} h in {run['wall_seconds']:.1f} s wall "
+            f"= {run['audio_seconds_per_second']:.0f} audio s/s"
+        )
+        return "\n".join(lines)
+
+
+def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
+    """Discover, split, featurize in parallel with Ray Data, and move the finished dataset into place.
+
+    The dataset is assembled in a hidden sibling folder and renamed to `out` only once complete, so
+    a crash part-way never leaves an `out` that looks like a dataset.
+    """
+    started = time.perf_counter()
+    ratios = parse_ratios(config.ratios)
+    _check_out(config.out, config.overwrite)
+    discovery = discover(config.source)
+    track_split = _plan_split(config, discovery.tracks, ratios)
+    tracks = [
+        t for t in discovery.tracks if config.split == "segment" or t.track_id in track_split.assignment
+    ]
+    labels = {genre: index for index, genre in enumerate(discovery.genres)}
+    progress(
+        f"prepare: {len(tracks)} tracks in {len(labels)} genres from {discovery.source} "
+        f"({len(discovery.skipped)} files skipped)"
+    )
+    staging = _make_staging(config.out)
+    try:
+        connect_ray(config.ray_address)
+        job = ShardJob(config.features, str(staging), config.split, config.seed, ratios, labels)
+        summaries = _run_featurize(tracks, track_split, config.tracks_per_shard, job, progress, started)
+        manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, staging)
+        manifest["run"] = _run_stats(summaries, time.perf_counter() - started)
+        write_manifest(staging, manifest)
+        _move_into_place(staging, config.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return PrepareResult(config.out, manifest)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"OUT {str(out)!r} exists and is not a folder")
+    if is_dataset(out):
+        if not overwrite:
+            raise UserInputError(f"OUT {str(out)!r} already holds a dataset; pass --overwrite to replace it")
+    elif out.is_dir() and any(out.iterdir()):
+        # Never delete a folder genre did not make, --overwrite or not.
+        raise UserInputError(f"OUT {str(out)!r} is not empty and is not a genre dataset; choose another")
+
+
+def _plan_split(config: PrepareConfig, tracks: list[Track], ratios: tuple[float, ...]) -> TrackSplit:
+    if config.split not in PROTOCOLS:
+        raise UserInputError(f"--split must be one of {', '.join(PROTOCOLS)}, not {config.split!r}")
+    if config.split == "segment":
+        if config.split_lists:
+            raise UserInputError("--split-lists assigns whole tracks; it cannot be used with --split segment")
+        return TrackSplit({})
+    if config.split_lists:
+        return split_by_lists(tracks, read_split_lists(config.split_lists))
+    return split_by_track(tracks, ratios, config.seed)
+
+
+def _make_staging(out: Path) -> Path:
+    # A sibling of OUT, so the final move is a rename on one filesystem.
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise UserInputError(f"cannot write next to OUT {str(out)!r}: {error.strerror}") from None
+    return staging
+
+
+def _run_featurize(
+    tracks: list[Track],
+    track_split: TrackSplit,
+    tracks_per_shard: int,
+    job: ShardJob,
+    progress: Progress,
+    started: float,
+) -> list[dict[str, Any]]:
+    def split_of(track: Track) -> str:
+        return track_split.assignment.get(track.track_id, "")
+
+    # Tracks of one split share a shard, so a track-protocol task writes a single file.
+    ordered = sorted(tracks, key=lambda t: (SPLITS.index(split_of(t)) if split_of(t) else 0, t.track_id))
+    shards = [
+        {
+            "shard": index,
+            "tracks": json.dumps(
+                [{**t.__dict__, "split": split_of(t)} for t in ordered[start : start + tracks_per_shard]]
+            ),
+        }
+        for index, start in enumerate(range(0, len(ordered), tracks_per_shard))
+    ]
+    summaries: list[dict[str, Any]] = []
+    step = max(1, len(tracks) // 10)
+    with _featurize_data_context():
+        dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
+            featurize_shard, fn_kwargs={"job": job}, num_cpus=1
+        )
+        for row in dataset.iter_rows():
+            summaries.append(row)
+            if len(summaries) % step == 0 or len(summaries) == len(tracks):
+                audio = sum(s["seconds"] for s in summaries)
+                rejects = sum(1 for s in summaries if s["reject"])
+                progress(
+                    f"  {len(summaries)}/{len(tracks)} tracks, {audio:.0f} s of audio, "
+                    f"{rejects} rejected, {time.perf_counter() - started:.1f} s"
+                )
+    return sorted(summaries, key=lambda s: s["track_id"])
+
+
+@contextmanager
+def _featurize_data_context() -> Iterator[None]:
+    """Ray Data settings for this one pipeline, restored afterwards."""
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.op_resource_reservation_enabled
+    # One operator only: Ray Data's per-operator reservation would hold back half the CPUs
+    # (measured: one task at a time on 2 cores). Progress is printed by us, one line per 10%.
+    context.enable_progress_bars = False
+    context.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        context.enable_progress_bars, context.op_resource_reservation_enabled = saved
+
+
+def _build_manifest(
+    config: PrepareConfig,
+    discovery: Discovery,
+    track_split: TrackSplit,
+    ratios: tuple[float, ...],
+    labels: dict[str, int],
+    summaries: list[dict[str, Any]],
+    staging: Path,
+) -> dict[str, Any]:
+    rejects = list(discovery.skipped) + [Reject(s["path"], s["reject"]) for s in summaries if s["reject"]]
+    accepted = [s for s in summaries if not s["reject"]]
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        counts[split] = {
+            "tracks": sum(1 for s in accepted if s[f"segments_{split}"] > 0),
+            "segments": sum(s[f"segments_{split}"] for s in accepted),
+        }
+    counts["total"] = {
+        "tracks": len(accepted),
+        "segments": sum(counts[split]["segments"] for split in SPLITS),
+    }
+    split_info: dict[str, Any] = {
+        "protocol": config.split,
+        "method": "lists" if config.split_lists else "stratified" if config.split == "track" else "random",
+        "seed": config.seed,
+        "ratios": dict(zip(SPLITS, ratios, strict=True)),
+        "leaks_tracks_across_splits": config.split == "segment",
+    }
+    if config.split_lists:
+        split_info["lists"] = str(config.split_lists)
+        split_info["listed_but_missing"] = track_split.missing_listed
+        split_info["unlisted_tracks_excluded"] = track_split.unlisted
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {"path": discovery.source, "kind": discovery.kind},
+        "features": config.features.to_dict(),
+        "labels": {str(index): genre for genre, index in labels.items()},
+        "columns": list(COLUMNS),
+        "split": split_info,
+        "counts": counts,
+        "shards": _list_shards(staging),
+        "rejects": [r.to_dict() for r in rejects],
+        "versions": library_versions(),
+    }
+
+
+def _list_shards(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    shards: dict[str, list[dict[str, Any]]] = {}
+    for split in SPLITS:
+        files = sorted((folder / split).glob("*.parquet"))
+        shards[split] = [{"path": f"{split}/{f.name}", "rows": pq.read_metadata(f).num_rows} for f in files]
+    return shards
+
+
+def _run_stats(summaries: list[dict[str, Any]], wall_seconds: float) -> dict[str, float]:
+    audio_seconds = sum(s["seconds"] for s in summaries)
+    return {
+        "wall_seconds": round(wall_seconds, 3),
+        "audio_seconds": round(audio_seconds, 3),
+        "audio_seconds_per_second": round(audio_seconds / wall_seconds, 1) if wall_seconds else 0.0,
+    }
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    # OUT is an empty folder or a dataset being overwritten: swap it out, then delete the old one.
+    retired = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
+    os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)

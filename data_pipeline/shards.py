@@ -1,0 +1,53 @@
+"""The Parquet shard format: one row per segment, a float16 log-mel tensor per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
+COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
+MEL_DTYPE = np.float16
+
+
+def shard_name(index: int) -> str:
+    """File name of the shard written by featurizing task `index`."""
+    return f"part-{index:05d}.parquet"
+
+
+def segments_table(
+    track_ids: Sequence[str],
+    segments: Sequence[int],
+    labels: Sequence[int],
+    genres: Sequence[str],
+    splits: Sequence[str],
+    mels: np.ndarray,
+) -> pa.Table:
+    """Build a shard table; `mels` is [rows, n_mels, frames] and is stored as float16."""
+    mel_column = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(mels, dtype=MEL_DTYPE))
+    return pa.table(
+        {
+            "track_id": pa.array(track_ids, pa.string()),
+            "segment": pa.array(segments, pa.int32()),
+            "label": pa.array(labels, pa.int64()),
+            "genre": pa.array(genres, pa.string()),
+            "split": pa.array(splits, pa.string()),
+            "mel": mel_column,
+        }
+    )
+
+
+def write_shard(table: pa.Table, path: str | Path) -> None:
+    """Write one shard; a retried task overwrites its own file, so retries never duplicate rows."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Dictionary-encoding the mel values costs twice the write time and saves nothing.
+    pq.write_table(table, str(path), use_dictionary=["track_id", "genre", "split"])
+
+
+def read_mels(table: pa.Table) -> np.ndarray:
+    """The `mel` column of a shard table as a [rows, n_mels, frames] float16 array."""
+    return table.column("mel").combine_chunks().to_numpy_ndarray()

@@ -1,0 +1,1 @@
+"""genre: train, tune and compare music-genre classifiers on Ray."""
