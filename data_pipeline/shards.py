@@ -51,3 +51,14 @@ def write_shard(table: pa.Table, path: str | Path) -> None:
 def read_mels(table: pa.Table) -> np.ndarray:
     """The `mel` column of a shard table as a [rows, n_mels, frames] float16 array."""
     return table.column("mel").combine_chunks().to_numpy_ndarray()
+
+
+def read_split(dataset: str | Path, split: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """All rows of one split of a prepared dataset, ordered by track and segment."""
+    files = sorted((Path(dataset) / split).glob("*.parquet"))
+    if not files:
+        return pa.schema([]).empty_table()
+    table = pa.concat_tables(pq.read_table(f, columns=list(columns) if columns else None) for f in files)
+    if {"track_id", "segment"} <= set(table.column_names):
+        table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
+    return table

@@ -1,0 +1,60 @@
+"""The `genre` command: one-line errors and exit codes for bad input, a summary when it works."""
+
+import subprocess
+import sys
+
+import pytest
+
+from genre.cli import EXIT_USER_ERROR, main
+from tests.audio_factory import make_clip, make_collection
+
+
+def run_genre(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "genre.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == EXIT_USER_ERROR
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_a_missing_source_exits_non_zero_with_one_line(tmp_path):
+    result = run_genre("prepare", str(tmp_path / "nowhere"), str(tmp_path / "out"))
+    assert_one_line_error(result, "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_source_without_audio_exits_non_zero_with_one_line(tmp_path):
+    (tmp_path / "src" / "rock").mkdir(parents=True)
+    (tmp_path / "src" / "rock" / "readme.md").write_text("no music here")
+    result = run_genre("prepare", str(tmp_path / "src"), str(tmp_path / "out"))
+    assert_one_line_error(result, "no audio files")
+
+
+def test_a_genre_too_small_to_split_exits_non_zero_with_one_line(tmp_path):
+    make_collection(tmp_path / "src", genres=2, tracks=3)
+    make_clip(tmp_path / "src" / "lonely" / "only.wav", 4.0)
+    result = run_genre("prepare", str(tmp_path / "src"), str(tmp_path / "out"))
+    assert_one_line_error(result, "genre 'lonely' has 1 track(s)")
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [(["--ratios", "0.9,0.2,0.2"], "must sum to 1"), (["--segment-seconds", "0.01"], "FFT window")],
+)
+def test_bad_options_exit_non_zero_with_one_line(tmp_path, option, fragment):
+    make_collection(tmp_path / "src", genres=2, tracks=3)
+    result = run_genre("prepare", str(tmp_path / "src"), str(tmp_path / "out"), *option)
+    assert_one_line_error(result, fragment)
+
+
+def test_prepare_prints_progress_and_a_summary(ray_session, collection, tmp_path, capsys):
+    assert main(["prepare", str(collection), str(tmp_path / "out"), "--n-mels", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "15/15 tracks" in printed
+    assert "total       15        30" in printed
+    assert "audio s/s" in printed
