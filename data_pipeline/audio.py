@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile
-import torch
-import torchaudio
+
+if TYPE_CHECKING:
+    import torch
+    import torchaudio
 
 AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".mp3", ".ogg")
 
@@ -56,6 +59,8 @@ def decode_mono(path: str | Path) -> tuple[np.ndarray, int, int]:
 
 def load_mono(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int, int]:
     """Decode and resample to `sample_rate`: (waveform [samples], source rate, source channels)."""
+    import torch  # here, not at the top: discovery in the driver needs no torch (2 s of start-up)
+
     samples, source_rate, channels = decode_mono(path)
     waveform = torch.from_numpy(samples)
     if source_rate != sample_rate:
@@ -65,6 +70,8 @@ def load_mono(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int, in
 
 @lru_cache(maxsize=16)
 def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
+    import torchaudio
+
     # The resampling kernel depends only on the two rates; build it once per pair and process.
     return torchaudio.transforms.Resample(source_rate, target_rate)
 
