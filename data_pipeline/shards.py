@@ -47,9 +47,7 @@ def write_shard(table: pa.Table, path: str | Path) -> None:
     # Dictionary encoding and min/max statistics of the mel values cost 2.5x the write time and
     # help no reader: keep them for the small columns only.
     small = ["track_id", "segment", "label", "genre", "split"]
-    pq.write_table(
-        table, str(path), use_dictionary=["track_id", "genre", "split"], write_statistics=small
-    )
+    pq.write_table(table, str(path), use_dictionary=["track_id", "genre", "split"], write_statistics=small)
 
 
 def read_mels(table: pa.Table) -> np.ndarray:

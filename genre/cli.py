@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(commands)
+    _add_models(commands)
     return parser
 
 
@@ -96,6 +97,24 @@ def _run_prepare(args: argparse.Namespace) -> int:
     )
     result = prepare(config)
     print(result.summary())
+    return 0
+
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "models",
+        help="list the architectures, their parameter counts and defaults",
+        description="List the registered architectures with their parameters (10 genres) and "
+        "defaults; with --weights, also whether their ImageNet weights are found there.",
+    )
+    parser.add_argument("--weights", metavar="DIR", help="folder of ImageNet weight files to check")
+    parser.set_defaults(handler=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from genre.models.listing import models_table
+
+    print(models_table(args.weights))
     return 0
 
 

@@ -58,3 +58,11 @@ def test_prepare_prints_progress_and_a_summary(ray_session, collection, tmp_path
     assert "15/15 tracks" in printed
     assert "total       15        30" in printed
     assert "audio s/s" in printed
+
+
+def test_models_lists_the_six_with_parameters_and_weights_status(tmp_path, capsys):
+    assert main(["models", "--weights", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for name, params in [("cnn3", "163,402"), ("efficientnet_b0 ", "4,019,782"), ("vgg11", "9,353,226")]:
+        assert any(line.startswith(name) and params in line for line in printed.splitlines())
+    assert f"not found in {tmp_path}" in printed

@@ -1,0 +1,66 @@
+"""Pieces the architectures share."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+# prepare writes dB relative to each segment's peak, clipped at -80: [-80, 0] maps to [-1, 1].
+DB_OFFSET, DB_SCALE = 40.0, 40.0
+
+
+class DecibelScaling(nn.Module):
+    """Maps log-mel dB to about [-1, 1], the range the networks (and ImageNet stems) expect."""
+
+    def forward(self, decibels: torch.Tensor) -> torch.Tensor:
+        return (decibels + DB_OFFSET) / DB_SCALE
+
+
+class ClampedMaxPool(nn.Module):
+    """Max pooling that never asks for more than the input has: a too-small axis pools to 1.
+
+    The study's pools (up to 8) assume 288x432 images; clamping lets every model take any input from
+    64x64 up without a size tied to one image.
+    """
+
+    def __init__(self, kernel: tuple[int, int]) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
+        return functional.max_pool2d(x, kernel)
+
+
+class TimeGRUHead(nn.Module):
+    """A bidirectional GRU over the time axis of a [B, C, F, T] feature map, then a classifier.
+
+    Frequency is averaged away first, so the sequence is [B, T, C] whatever the input's n_mels. The
+    GRU is `batch_first`: it runs over each sample's time steps (the study's ran across the batch).
+    """
+
+    def __init__(self, channels: int, num_classes: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.gru = nn.GRU(
+            channels,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(2 * hidden, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(256, num_classes),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        sequence = features.mean(dim=2).transpose(1, 2)  # [B, C, F, T] -> [B, T, C]
+        _, hidden = self.gru(sequence)
+        # hidden: [layers * 2, B, H]; the last layer's forward and backward final states.
+        last = torch.cat([hidden[-2], hidden[-1]], dim=1)
+        return self.classifier(last)

@@ -1,0 +1,72 @@
+"""VGG11 (torchvision): ImageNet convolutional features, a new classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from genre.models.efficientnet import Scaled
+from genre.models.pretrained import WeightsSource, load_state_dict_file
+from genre.models.registry import register_model
+
+FEATURES_PREFIX = "features."
+
+
+class VGGClassifier(nn.Module):
+    """VGG11's conv stack, pooled to one vector per sample, and a small new head.
+
+    torchvision's own head (25,088 -> 4,096 -> 4,096, 120 M parameters) is sized for 224x224 ImageNet
+    images; a pooled 512 -> 256 head keeps the pretrained features and works at any input size.
+    """
+
+    def __init__(self, features: nn.Module, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(512, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+def vgg11_features(weights: WeightsSource | None) -> nn.Module:
+    """torchvision's VGG11 conv stack with a one-channel first convolution."""
+    import torchvision
+    from timm.models import adapt_input_conv
+
+    features = torchvision.models.vgg11(weights=None).features
+    if weights is not None:
+        if weights.kind == "file":
+            state = load_state_dict_file(weights.location)
+        else:
+            state = torchvision.models.VGG11_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        features.load_state_dict(
+            {k[len(FEATURES_PREFIX) :]: v for k, v in state.items() if k.startswith(FEATURES_PREFIX)}
+        )
+    stem = features[0]
+    one_channel = nn.Conv2d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding)
+    with torch.no_grad():
+        # timm's adapt_input_conv, as timm does for its own models: the RGB kernels summed.
+        one_channel.weight.copy_(adapt_input_conv(1, stem.weight))
+        one_channel.bias.copy_(stem.bias)
+    features[0] = one_channel
+    return features
+
+
+@register_model(
+    "vgg11",
+    description="VGG11 (torchvision, ImageNet features) with a new classifier",
+    amp=True,
+    lr=1e-4,
+    dropout=0.5,
+    input_adapter="1 channel: RGB stem weights summed (timm's adapt_input_conv); dB scaled to about [-1, 1]",
+    pretrained_weights="vgg11",
+)
+def vgg11(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.Module:
+    return Scaled(VGGClassifier(vgg11_features(weights), num_classes, dropout))
