@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from genre.models.layers import ClampedMaxPool, DecibelScaling, TimeGRUHead
+from genre.models.layers import ClampedMaxPool, DecibelScaling, TimeGRUHead, mlp_classifier
 from genre.models.pretrained import WeightsSource
 from genre.models.registry import register_model
 
@@ -43,12 +43,7 @@ def cnn3(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.
         # A fixed 4x4 grid replaces the study's 113,152-wide flatten, which tied it to 288x432 images.
         nn.AdaptiveAvgPool2d((4, 4)),
         nn.Flatten(),
-        nn.Linear(64 * 16, 128),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(128, 64),
-        nn.ReLU(inplace=True),
-        nn.Linear(64, num_classes),
+        mlp_classifier(64 * 16, (128, 64), num_classes, dropout),
     )
 
 
@@ -59,13 +54,7 @@ def cnn4(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.
         cnn4_blocks(CNN4_POOLS),
         nn.AdaptiveAvgPool2d((1, 1)),
         nn.Flatten(),
-        nn.Dropout(dropout),
-        nn.Linear(CNN4_CHANNELS[-1], 512),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(512, 256),
-        nn.ReLU(inplace=True),
-        nn.Linear(256, num_classes),
+        mlp_classifier(CNN4_CHANNELS[-1], (512, 256), num_classes, dropout),
     )
 
 

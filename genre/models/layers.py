@@ -17,6 +17,17 @@ class DecibelScaling(nn.Module):
         return (decibels + DB_OFFSET) / DB_SCALE
 
 
+def mlp_classifier(
+    in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float
+) -> nn.Sequential:
+    """[dropout -> linear -> ReLU] per hidden width, then dropout -> linear to the classes."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(in_features, width), nn.ReLU(inplace=True)]
+        in_features = width
+    return nn.Sequential(*layers, nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+
+
 class ClampedMaxPool(nn.Module):
     """Max pooling that never asks for more than the input has: a too-small axis pools to 1.
 
@@ -50,13 +61,7 @@ class TimeGRUHead(nn.Module):
             bidirectional=True,
             dropout=dropout if layers > 1 else 0.0,
         )
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(2 * hidden, 256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(256, num_classes),
-        )
+        self.classifier = mlp_classifier(2 * hidden, (256,), num_classes, dropout)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         sequence = features.mean(dim=2).transpose(1, 2)  # [B, C, F, T] -> [B, T, C]

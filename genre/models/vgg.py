@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from genre.models.efficientnet import Scaled
+from genre.models.layers import mlp_classifier
 from genre.models.pretrained import WeightsSource, load_state_dict_file
 from genre.models.registry import register_model
 
@@ -23,13 +24,7 @@ class VGGClassifier(nn.Module):
         super().__init__()
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(512, 256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(256, num_classes),
-        )
+        self.classifier = nn.Sequential(nn.Flatten(), mlp_classifier(512, (256,), num_classes, dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))
