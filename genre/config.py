@@ -1,0 +1,55 @@
+"""Typed configuration of one training run; the CLI and the sweep build it, the workers read it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One model's training: what the study fixed (15 epochs, Adam, lr 1e-4, batch 16) by default."""
+
+    model: str
+    data: str
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float | None = None  # None: the registry's default for the model
+    dropout: float | None = None
+    amp: str = "auto"
+    pretrained: str = "auto"
+    weights_dir: str | None = None
+    seed: int = 0
+    # Where this trial's best checkpoint goes (best.pt); set by the sweep per trial.
+    checkpoint_dir: str = ""
+    # Rows held for shuffling the train split; a fresh order every epoch.
+    shuffle_buffer: int = 2048
+    torch_threads: int = 1
+    # Hidden, for fault-injection tests: fail at the first training step of epoch 0.
+    inject_failure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,48 @@
+"""A live view of the sweep: one line per trial event, with the running tally."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ray.tune import Callback
+
+
+class LiveView(Callback):
+    """Prints trial starts, each epoch's validation accuracy, completions and errors."""
+
+    def __init__(self, print_line: Callable[[str], None] = print) -> None:
+        self.print_line = print_line
+        self.started = time.perf_counter()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, f"{_name(trial)} started")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("final"):
+            text = (
+                f"{_name(trial)} finished: test accuracy {result.get('test_segment_accuracy', float('nan')):.3f} "
+                f"(segment), {result.get('test_track_accuracy', float('nan')):.3f} (track)"
+            )
+        else:
+            epochs = trial.config.get("epochs", "?")
+            text = (
+                f"{_name(trial)} epoch {result.get('epoch', 0) + 1}/{epochs}: "
+                f"loss {result.get('train_loss', float('nan')):.3f}, "
+                f"val accuracy {result.get('val_segment_accuracy', float('nan')):.3f}"
+            )
+        self._line(trials, text)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, f"{_name(trial)} FAILED (see the results table for the error)")
+
+    def _line(self, trials, text: str) -> None:
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        tally = ", ".join(f"{status.lower()} {n}" for status, n in sorted(counts.items()))
+        self.print_line(f"[{time.perf_counter() - self.started:7.1f}s] {text}  ({tally})")
+
+
+def _name(trial) -> str:
+    return f"{trial.config.get('model', '?')} ({trial.trial_id})"

@@ -1,0 +1,105 @@
+"""How many trials fit at once, and what each asks for: driver, Train workers, and Ray Data together.
+
+A trial is a Tune driver (it only coordinates: a token CPU share) plus its Train workers. One whole
+CPU always stays unreserved for Ray Data's read tasks (they ask for 1 CPU each); without it the
+workers wait for data that cannot be read, and on a small machine the sweep hangs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from data_pipeline.errors import UserInputError
+
+DRIVER_CPUS = 0.01
+DATA_CPUS = 1.0
+# Ray schedules fractional resources in steps of 1e-4; two decimals keep the numbers readable.
+GRANULARITY = 0.01
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """What each trial asks for, and how many run at once."""
+
+    num_workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_concurrent: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def cpus_per_trial(self) -> float:
+        return self.num_workers * self.cpus_per_worker
+
+    @property
+    def torch_threads(self) -> int:
+        """Intra-op threads per worker: its whole CPUs, at least one."""
+        return max(1, math.floor(self.cpus_per_worker + 1e-9))
+
+    def describe(self) -> str:
+        gpus = f", {self.num_workers * self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
+        return (
+            f"{self.max_concurrent} trial(s) at once, each {self.num_workers} worker(s) x "
+            f"{self.cpus_per_worker:g} CPU{gpus} + a {DRIVER_CPUS:g} CPU driver; "
+            f"{DATA_CPUS:g} CPU kept for Ray Data"
+        )
+
+
+def plan_resources(
+    *,
+    cluster_cpus: float,
+    cluster_gpus: float,
+    num_trials: int,
+    num_workers: int = 1,
+    cpus_per_trial: float | None = None,
+    gpus_per_trial: float = 0.0,
+    max_concurrent: int | None = None,
+) -> ResourcePlan:
+    """Fit the trials into the cluster, or say why they cannot fit."""
+    if num_workers < 1:
+        raise UserInputError("--num-workers must be at least 1")
+    if gpus_per_trial < 0 or (cpus_per_trial is not None and cpus_per_trial <= 0):
+        raise UserInputError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise UserInputError("--max-concurrent must be at least 1")
+    usable = cluster_cpus - DATA_CPUS
+    if usable < DRIVER_CPUS + GRANULARITY:
+        raise UserInputError(
+            f"Ray has {cluster_cpus:g} CPU(s); a sweep needs at least 2: one for Ray Data's reads, "
+            "one for training"
+        )
+    if gpus_per_trial > cluster_gpus:
+        raise UserInputError(
+            f"--gpus-per-trial {gpus_per_trial:g} asks for more GPUs than Ray has ({cluster_gpus:g}); "
+            "pass --gpus-per-trial 0 to train on CPU, or connect to a GPU cluster with --address"
+        )
+    by_gpu = math.floor(cluster_gpus / gpus_per_trial + 1e-9) if gpus_per_trial else num_trials
+    wanted = min(num_trials, max_concurrent or num_trials, by_gpu)
+    if cpus_per_trial is None:
+        # Share what is left after Ray Data evenly among the trials that will run together.
+        per_trial = _floor(usable / wanted - DRIVER_CPUS)
+        cpus_per_trial = max(per_trial, GRANULARITY * num_workers)
+    needed = DRIVER_CPUS + cpus_per_trial
+    if needed > usable + 1e-9:
+        raise UserInputError(
+            f"one trial needs {needed:g} CPUs (a {DRIVER_CPUS:g} driver + {cpus_per_trial:g} for its "
+            f"workers) but only {usable:g} of Ray's {cluster_cpus:g} are free after keeping "
+            f"{DATA_CPUS:g} for Ray Data; lower --cpus-per-trial"
+        )
+    fits = min(math.floor(usable / needed + 1e-9), by_gpu)
+    notes = []
+    if max_concurrent is not None and max_concurrent > fits:
+        notes.append(f"--max-concurrent {max_concurrent} lowered to {fits}: that is what the resources hold")
+    concurrent = max(1, min(fits, num_trials, max_concurrent or num_trials))
+    return ResourcePlan(
+        num_workers=num_workers,
+        cpus_per_worker=_floor(cpus_per_trial / num_workers) or GRANULARITY,
+        gpus_per_worker=gpus_per_trial / num_workers,
+        max_concurrent=concurrent,
+        notes=tuple(notes),
+    )
+
+
+def _floor(value: float) -> float:
+    return math.floor(value / GRANULARITY + 1e-9) * GRANULARITY

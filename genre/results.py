@@ -1,0 +1,138 @@
+"""The results table: one row per trial, failed ones included, as Parquet, CSV and Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from genre.metrics import metric_columns
+
+TABLE_COLUMNS = [
+    "model",
+    "trial_id",
+    "status",
+    "error",
+    "split_protocol",
+    "epochs",
+    "best_epoch",
+    "train_time_s",
+    "samples_per_s",
+    "params",
+    "amp",
+    "pretrained",
+    "lr",
+    "batch_size",
+    "dropout",
+    "seed",
+    *metric_columns(),
+    "retries",
+    "started_at",
+    "finished_at",
+    "checkpoint",
+    "dataset_manifest_sha256",
+    "config",
+]
+HISTORY_COLUMNS = [
+    "model",
+    "trial_id",
+    "epoch",
+    "train_loss",
+    "train_running_accuracy",
+    *[c for c in metric_columns(("val",))],
+    "best_epoch",
+    "epoch_time_s",
+]
+
+
+def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> a frame with exactly TABLE_COLUMNS, in the study's model order."""
+    frame = pd.DataFrame(rows)
+    for column in TABLE_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame[TABLE_COLUMNS]
+
+
+def write_results(out: Path, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]) -> dict[str, Path]:
+    """Write results.{parquet,csv,md} and history.parquet into `out`."""
+    paths = {
+        "parquet": out / "results.parquet",
+        "csv": out / "results.csv",
+        "markdown": out / "results.md",
+        "history": out / "history.parquet",
+    }
+    table.to_parquet(paths["parquet"], index=False)
+    table.to_csv(paths["csv"], index=False)
+    history.to_parquet(paths["history"], index=False)
+    paths["markdown"].write_text(results_markdown(table, header), encoding="utf-8")
+    return paths
+
+
+def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
+    """The study's tables: accuracy, precision, recall per split and model; training time per model."""
+    lines = [
+        "# Sweep results",
+        "",
+        f"- dataset: `{header['data']}` (manifest sha256 `{header['manifest_sha256'][:12]}`)",
+        f"- split protocol: **{header['split_protocol']}**"
+        + (" (segments of one track in several splits: scores are inflated)" if header["leaky"] else ""),
+        f"- created: {header['created']}",
+        "",
+    ]
+    for level in ("segment", "track"):
+        lines += [f"## {level.capitalize()}-level scores", ""]
+        columns = [f"{s}_{level}_{m}" for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")]
+        titles = [f"{s} {m[:4]}." for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")]
+        lines.append("| model | " + " | ".join(titles) + " |")
+        lines.append("|---|" + "---:|" * len(columns))
+        for _, row in table.iterrows():
+            lines.append(f"| {_label(row)} | " + " | ".join(_number(row[c]) for c in columns) + " |")
+        lines.append("")
+    lines += [
+        "## Training",
+        "",
+        "| model | status | epochs | best epoch | train time (s) | samples/s | params | amp | pretrained |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for _, row in table.iterrows():
+        status = row["status"] if not row["error"] else f"{row['status']}: {row['error']}"
+        lines.append(
+            f"| {_label(row)} | {status} | {_number(row['epochs'], '{:.0f}')} | "
+            f"{_number(row['best_epoch'], '{:.0f}')} | {_number(row['train_time_s'], '{:.1f}')} | "
+            f"{_number(row['samples_per_s'], '{:.1f}')} | {_number(row['params'], '{:,.0f}')} | "
+            f"{row['amp'] or ''} | {row['pretrained'] or ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_table(table: pd.DataFrame) -> str:
+    """The terminal view: test scores, time and status per trial."""
+    header = f"{'model':<22} {'status':<10} {'test seg acc':>12} {'test trk acc':>12} {'val seg acc':>11} {'time s':>7}"
+    lines = [header, "-" * len(header)]
+    for _, row in table.iterrows():
+        lines.append(
+            f"{_label(row):<22} {row['status']:<10} {_number(row['test_segment_accuracy']):>12} "
+            f"{_number(row['test_track_accuracy']):>12} {_number(row['val_segment_accuracy']):>11} "
+            f"{_number(row['train_time_s'], '{:.1f}'):>7}"
+        )
+        if row["error"]:
+            lines.append(f"    error: {row['error']}")
+    return "\n".join(lines)
+
+
+def config_json(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _label(row: pd.Series) -> str:
+    return f"{row['model']} ({row['trial_id']})" if row.get("duplicate_model") else str(row["model"])
+
+
+def _number(value: Any, pattern: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return pattern.format(value)

@@ -1,0 +1,307 @@
+"""`genre sweep`: the architectures as concurrent Ray Tune trials, each a Ray Train V2 run.
+
+Each trial is a Tune function that builds a `TorchTrainer` named from its trial id (so a relaunch
+resumes it) and reports through `TuneReportCallback`. Results land in one table.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+import ray.train
+import ray.train.torch
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from data_pipeline.errors import UserInputError
+from data_pipeline.manifest import manifest_hash, read_manifest
+from data_pipeline.ray_connect import connect_ray
+from data_pipeline.split import SPLITS
+from genre.config import TrainConfig
+from genre.live_view import LiveView
+from genre.models import PRETRAINED_MODES, model_names
+from genre.plots import write_plots
+from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
+from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
+from genre.train_loop import TEST, TRAIN, TRAIN_EVAL, VAL, train_worker
+
+EXPERIMENT = "tune"
+SCHEDULERS = ("fifo", "asha")
+METRIC, MODE = "val_segment_accuracy", "max"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything `genre sweep` needs; the CLI builds it from its arguments."""
+
+    data: Path
+    out: Path
+    models: tuple[str, ...] = field(default_factory=lambda: tuple(model_names()))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="", data=""))
+    num_samples: int = 1
+    scheduler: str = "fifo"
+    num_workers: int = 1
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 0
+    resume: bool = False
+    address: str | None = None
+    # Hidden, for fault-injection tests: these models fail at their first step.
+    inject_failure: tuple[str, ...] = ()
+
+
+@dataclass
+class SweepResult:
+    """The finished sweep: its table, and where its files are."""
+
+    table: pd.DataFrame
+    paths: dict[str, Path]
+    plan: ResourcePlan
+    wall_seconds: float
+
+
+def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
+    """Validate, fit the trials to the cluster, run them with Tune, and write the results."""
+    started = time.perf_counter()
+    manifest = read_manifest(config.data)
+    _validate(config, manifest)
+    out = config.out.resolve()
+    experiment = out / EXPERIMENT
+    if experiment.exists() and not config.resume:
+        raise UserInputError(f"OUT {str(config.out)!r} already holds a sweep; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+
+    connect_ray(config.address)
+    resources = ray.cluster_resources()
+    trials = len(config.models) * config.num_samples
+    plan = plan_resources(
+        cluster_cpus=resources.get("CPU", 0.0),
+        cluster_gpus=resources.get("GPU", 0.0),
+        num_trials=trials,
+        num_workers=config.num_workers,
+        cpus_per_trial=config.cpus_per_trial,
+        gpus_per_trial=config.gpus_per_trial,
+        max_concurrent=config.max_concurrent,
+    )
+    for note in plan.notes:
+        progress(f"note: {note}")
+    progress(f"sweep: {trials} trial(s) of {', '.join(config.models)}; {plan.describe()}")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_trial, setup=_trial_setup(config, manifest, plan, out)),
+        {"cpu": DRIVER_CPUS},
+    )
+    if config.resume and tune.Tuner.can_restore(str(experiment)):
+        progress(f"resuming the sweep in {experiment}")
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(config),
+            tune_config=tune.TuneConfig(
+                num_samples=config.num_samples,
+                max_concurrent_trials=plan.max_concurrent,
+                scheduler=_scheduler(config),
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(out),
+                failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                callbacks=[LiveView(progress)],
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+
+    table, history = _collect(grid, config, manifest)
+    header = {
+        "data": str(Path(config.data).resolve()),
+        "manifest_sha256": manifest_hash(config.data),
+        "split_protocol": _protocol(manifest),
+        "leaky": manifest["split"].get("leaks_tracks_across_splits", False),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    paths = write_results(out, table, history, header)
+    paths["plots"] = out / "plots"
+    write_plots(history, paths["plots"])
+    return SweepResult(table, paths, plan, time.perf_counter() - started)
+
+
+def _validate(config: SweepConfig, manifest: dict[str, Any]) -> None:
+    unknown = [m for m in config.models if m not in model_names()]
+    if unknown:
+        raise UserInputError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(model_names())}")
+    if not config.models:
+        raise UserInputError("--models names no model")
+    for split in SPLITS:
+        if manifest["counts"][split]["segments"] == 0:
+            raise UserInputError(
+                f"the dataset's {split} split is empty; a sweep needs train, val and test segments"
+            )
+    if config.train.pretrained not in PRETRAINED_MODES:
+        raise UserInputError(f"--pretrained must be one of {', '.join(PRETRAINED_MODES)}")
+    if config.scheduler not in SCHEDULERS:
+        raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
+    if config.num_samples < 1:
+        raise UserInputError("--num-samples must be at least 1")
+
+
+def _protocol(manifest: dict[str, Any]) -> str:
+    split = manifest["split"]
+    method = split.get("method", "")
+    return f"{split['protocol']} ({method})" if method else split["protocol"]
+
+
+def _param_space(config: SweepConfig) -> dict[str, Any]:
+    space: dict[str, Any] = {"model": tune.grid_search(list(config.models)), "epochs": config.train.epochs}
+    if config.num_samples > 1:
+        # Sampled around each model's own defaults: lr x [0.1, 10] log-uniform, batch, dropout.
+        space["lr_scale"] = tune.loguniform(0.1, 10.0)
+        space["batch_size"] = tune.choice([16, 32, 64])
+        space["dropout"] = tune.uniform(0.1, 0.5)
+    return space
+
+
+def _scheduler(config: SweepConfig):
+    if config.scheduler == "asha":
+        # Stops trials whose validation accuracy trails the others at the same epoch.
+        return ASHAScheduler(
+            metric=METRIC, mode=MODE, time_attr="training_iteration", max_t=config.train.epochs + 1, grace_period=1
+        )
+    return FIFOScheduler()
+
+
+def _trial_setup(config: SweepConfig, manifest: dict[str, Any], plan: ResourcePlan, out: Path) -> dict[str, Any]:
+    return {
+        "train": config.train.replace(data=str(Path(config.data).resolve()), torch_threads=plan.torch_threads).to_dict(),
+        "features": manifest["features"],
+        "labels": manifest["labels"],
+        "out": str(out),
+        "num_workers": plan.num_workers,
+        "cpus_per_worker": plan.cpus_per_worker,
+        "gpus_per_worker": plan.gpus_per_worker,
+        "max_failures": config.max_failures,
+        "inject_failure": list(config.inject_failure),
+    }
+
+
+def _run_trial(trial_config: dict[str, Any], setup: dict[str, Any]) -> None:
+    """One Tune trial: a Ray Train V2 run of one model and configuration."""
+    trial_id = tune.get_context().get_trial_id()
+    base = TrainConfig.from_dict(setup["train"])
+    model = trial_config["model"]
+    from genre.models import get_spec
+
+    overrides: dict[str, Any] = {
+        "model": model,
+        "checkpoint_dir": str(Path(setup["out"]) / "checkpoints" / f"{model}-{trial_id}"),
+        "inject_failure": model in setup["inject_failure"],
+    }
+    if "lr_scale" in trial_config:
+        overrides["lr"] = (base.lr or get_spec(model).lr) * trial_config["lr_scale"]
+        overrides["batch_size"] = trial_config["batch_size"]
+        overrides["dropout"] = trial_config["dropout"]
+    train_config = base.replace(**overrides)
+    use_gpu = setup["gpus_per_worker"] > 0
+    per_worker = {"CPU": setup["cpus_per_worker"], **({"GPU": setup["gpus_per_worker"]} if use_gpu else {})}
+    trainer = ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config={"train": train_config.to_dict(), "features": setup["features"], "labels": setup["labels"]},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=setup["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            # Named from the trial id, never a timestamp: a relaunched trial finds its own run.
+            name=f"train-{trial_id}",
+            storage_path=str(Path(setup["out"]) / "train"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=setup["max_failures"]),
+        ),
+        datasets=_datasets(train_config.data),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[TRAIN]),
+    )
+    trainer.fit()
+
+
+def _datasets(data: str) -> dict[str, ray.data.Dataset]:
+    """Training reads only what it needs; evaluation also needs track ids for track-level scores."""
+
+    def read(split: str, columns: list[str]) -> ray.data.Dataset:
+        dataset = ray.data.read_parquet(str(Path(data) / split), columns=columns)
+        # Batches in file order: with the seeded shuffle, the same seed gives the same metrics.
+        dataset.context.execution_options.preserve_order = True
+        return dataset
+
+    evaluation = ["mel", "label", "track_id"]
+    return {
+        TRAIN: read("train", ["mel", "label"]),
+        TRAIN_EVAL: read("train", evaluation),
+        VAL: read("val", evaluation),
+        TEST: read("test", evaluation),
+    }
+
+
+def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, histories = [], []
+    manifest_sha = manifest_hash(config.data)
+    for result in grid:
+        trial_config = result.config or {}
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
+        finished = bool(metrics.get("final"))
+        status = "completed" if finished else "error" if result.error else "stopped"
+        row = {
+            **{k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            "model": trial_config.get("model"),
+            "trial_id": trial_id,
+            "status": status,
+            "error": _one_line(result.error) if result.error else "",
+            "split_protocol": _protocol(manifest),
+            "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
+            "seed": config.train.seed,
+            "lr": metrics.get("lr"),
+            "batch_size": metrics.get("batch_size", config.train.batch_size),
+            "dataset_manifest_sha256": manifest_sha,
+            "config": config_json({**config.train.to_dict(), **trial_config}),
+        }
+        rows.append(row)
+        frame = result.metrics_dataframe
+        if frame is not None and not frame.empty:
+            epochs = frame[frame.get("final", pd.Series(0, index=frame.index)).fillna(0) != 1].copy()
+            epochs["model"], epochs["trial_id"] = row["model"], row["trial_id"]
+            histories.append(epochs.reindex(columns=HISTORY_COLUMNS))
+    order = {name: i for i, name in enumerate(model_names())}
+    table = results_frame(rows)
+    table = table.sort_values(by="model", key=lambda s: s.map(order)).reset_index(drop=True)
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=HISTORY_COLUMNS)
+    return table, history
+
+
+def _trial_id_from_path(path: str | None) -> str:
+    # Tune names trial folders "<trainable>_<experiment-id>_<index>_<params>..."; the id is the pair.
+    match = re.search(r"_([0-9a-f]{5}_\d{5})", path or "")
+    return match.group(1) if match else ""
+
+
+def _one_line(error: BaseException) -> str:
+    """The innermost 'SomeError: message' line of a (Ray-wrapped) exception."""
+    text = str(error)
+    matches = re.findall(r"^\s*([A-Za-z_.]*(?:Error|Exception|Failure)[A-Za-z_]*: .+)$", text, flags=re.MULTILINE)
+    line = matches[-1].strip() if matches else (text.strip().splitlines() or [type(error).__name__])[0]
+    return line[:300]
+
+
+__all__ = ["SweepConfig", "SweepResult", "render_table", "run_sweep"]

@@ -1,0 +1,202 @@
+"""The per-worker training loop: plain PyTorch, with Ray only for the data shard, report, checkpoint.
+
+Reads top to bottom: set up, restore, then per epoch train -> validate -> keep the best -> report;
+at the end the best epoch's weights are scored on train, val and test.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from genre.amp import autocast, grad_scaler, resolve_amp
+from genre.checkpoints import save_best
+from genre.config import TrainConfig
+from genre.inference import as_model_input, segment_probabilities
+from genre.metrics import split_metrics
+from genre.models import count_parameters, create_model, get_spec, resolve_weights
+
+STATE_FILE = "state.pt"
+EVAL_BATCH = 256
+# Ray Data splits only the training set across workers; evaluation sets reach every worker whole,
+# and rank 0 alone scores them, so metrics never depend on the number of workers.
+TRAIN, TRAIN_EVAL, VAL, TEST = "train", "train_eval", "val", "test"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by fault-injection tests."""
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of every Ray Train worker of a trial."""
+    config = TrainConfig.from_dict(loop_config["train"])
+    features, labels = loop_config["features"], loop_config["labels"]
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.set_num_threads(config.torch_threads)
+    _seed_everything(config.seed + rank)
+
+    device = ray.train.torch.get_device()
+    spec = get_spec(config.model)
+    amp = resolve_amp(config.amp, spec.amp, device)
+    weights = resolve_weights(spec.pretrained_weights, config.pretrained, config.weights_dir, model=config.model)
+    dropout = spec.dropout if config.dropout is None else config.dropout
+    model = create_model(config.model, num_classes=len(labels), dropout=dropout, weights=weights)
+    params = count_parameters(model)
+    model = ray.train.torch.prepare_model(model)
+    plain_model = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr or spec.lr)
+    scaler = grad_scaler(amp, device)
+
+    state = _restore(plain_model, optimizer, scaler)
+    started_at = state.get("started_at", time.time())
+    loss_mean = MeanMetric().to(device)
+    running_accuracy = MulticlassAccuracy(num_classes=len(labels), average="micro").to(device)
+
+    for epoch in range(state.get("epoch", -1) + 1, config.epochs):
+        epoch_started = time.perf_counter()
+        model.train()
+        seen = 0
+        for step, batch in enumerate(_train_batches(config, epoch, device)):
+            if config.inject_failure and epoch == 0 and step == 0:
+                raise InjectedFailure(f"injected failure in {config.model} (test hook)")
+            inputs, targets = as_model_input(batch["mel"], device), batch["label"].long()
+            with autocast(amp, device):
+                logits = model(inputs)
+                loss = nn.functional.cross_entropy(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_mean.update(loss.detach(), weight=len(targets))
+            running_accuracy.update(logits.detach().argmax(dim=1), targets)
+            seen += len(targets)
+        train_seconds = time.perf_counter() - epoch_started
+        # compute() all-reduces across workers, so these cover the whole training set.
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(loss_mean.compute()),
+            "train_running_accuracy": float(running_accuracy.compute()),
+        }
+        loss_mean.reset()
+        running_accuracy.reset()
+        state["train_seconds"] = state.get("train_seconds", 0.0) + train_seconds
+        state["samples"] = state.get("samples", 0) + seen * context.get_world_size()
+        if rank == 0:
+            metrics.update(_evaluate(plain_model, VAL, device, amp))
+            if metrics["val_segment_accuracy"] > state.get("best_val", -1.0):
+                state["best_val"], state["best_epoch"] = metrics["val_segment_accuracy"], epoch
+                save_best(
+                    config.checkpoint_dir, plain_model, config=config, features=features,
+                    labels=labels, epoch=epoch, metrics=metrics,
+                )
+        metrics["best_epoch"] = state.get("best_epoch", epoch)
+        metrics["epoch_time_s"] = time.perf_counter() - epoch_started
+        state["epoch"], state["started_at"] = epoch, started_at
+        _report_with_state(metrics, plain_model, optimizer, scaler, state, rank)
+
+    final = {"final": 1, "params": params, "amp": amp, "pretrained": weights.describe() if weights else "none"}
+    if rank == 0:
+        best = torch.load(Path(config.checkpoint_dir) / "best.pt", map_location="cpu", weights_only=True)
+        plain_model.load_state_dict(best["state_dict"])
+        for split in (TRAIN_EVAL, VAL, TEST):
+            scores = _evaluate(plain_model, split, device, amp)
+            final.update({key.replace(TRAIN_EVAL, TRAIN, 1): value for key, value in scores.items()})
+    final.update(
+        lr=config.lr or spec.lr,
+        batch_size=config.batch_size,
+        dropout=dropout,
+        epoch=config.epochs - 1,
+        best_epoch=state.get("best_epoch", 0),
+        train_time_s=state.get("train_seconds", 0.0),
+        samples_per_s=state.get("samples", 0) / max(state.get("train_seconds", 0.0), 1e-9),
+        started_at=started_at,
+        finished_at=time.time(),
+        checkpoint=str(Path(config.checkpoint_dir) / "best.pt"),
+    )
+    ray.train.report(final)
+
+
+def _train_batches(config: TrainConfig, epoch: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    shard = ray.train.get_dataset_shard(TRAIN)
+    return shard.iter_torch_batches(
+        batch_size=config.batch_size,
+        local_shuffle_buffer_size=config.shuffle_buffer,
+        # A new order every epoch, the same orders for the same seed.
+        local_shuffle_seed=config.seed * 100_003 + epoch,
+        device=device,
+    )
+
+
+def _evaluate(model: nn.Module, split: str, device: torch.device, amp: str) -> dict[str, float]:
+    labels: list[np.ndarray] = []
+    track_ids: list[np.ndarray] = []
+
+    def mels() -> Iterator[np.ndarray]:
+        for batch in ray.train.get_dataset_shard(split).iter_batches(batch_size=EVAL_BATCH, batch_format="numpy"):
+            labels.append(batch["label"])
+            track_ids.append(batch["track_id"])
+            yield batch["mel"]
+
+    probabilities = segment_probabilities(model, mels(), device, amp)
+    if not labels:
+        return {}
+    return split_metrics(
+        split, probabilities, torch.from_numpy(np.concatenate(labels)), np.concatenate(track_ids).tolist()
+    )
+
+
+def _report_with_state(
+    metrics: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: dict[str, Any],
+    rank: int,
+) -> None:
+    """Report the epoch; rank 0 attaches everything a restarted worker needs to continue."""
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "state": copy.deepcopy(state),
+            },
+            Path(folder) / STATE_FILE,
+        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as folder:
+        saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    return dict(saved["state"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
