@@ -9,17 +9,21 @@ import ray
 from data_pipeline.errors import UserInputError
 
 
-def connect_ray(address: str | None = None) -> None:
-    """Start a local Ray (address None) or join the cluster at `address` ('auto', 'ray://...')."""
+def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_logs: bool = True) -> None:
+    """Start a local Ray (address None) or join the cluster at `address` ('auto', 'ray://...').
+
+    `dashboard` starts Ray's dashboard with a local instance (on 127.0.0.1): Ray Train's placement
+    group cleaner queries its state API. `worker_logs` False keeps the workers' output in Ray's log
+    files instead of the terminal (the sweep prints its own live view).
+    """
     quiet_ray_data_logs()
     if ray.is_initialized():
         return
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=worker_logs)
         else:
-            # Loopback only and no dashboard: a laptop run exposes nothing to the network.
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=worker_logs)
     except ConnectionError as error:
         raise UserInputError(f"cannot connect to Ray at {address!r}: {error}") from None
 

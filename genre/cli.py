@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(commands)
     _add_models(commands)
+    _add_sweep(commands)
     return parser
 
 
@@ -116,6 +117,118 @@ def _run_models(args: argparse.Namespace) -> int:
 
     print(models_table(args.weights))
     return 0
+
+
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    from genre.config import AMP_MODES, TrainConfig
+    from genre.models import PRETRAINED_MODES, model_names
+
+    defaults = TrainConfig(model="", data="")
+    parser = commands.add_parser(
+        "sweep",
+        help="train the architectures as concurrent Ray Tune trials; write the results table",
+        description="Train the architectures on a prepared DATA folder as concurrent Ray Tune trials "
+        "(each a Ray Train run) and write results.{parquet,csv,md}, history.parquet, plots/ and the "
+        "best checkpoint of each trial into OUT.",
+    )
+    parser.add_argument("data", type=Path, metavar="DATA", help="a folder written by `genre prepare`")
+    parser.add_argument("out", type=Path, metavar="OUT")
+    parser.add_argument(
+        "--models", default=",".join(model_names()), help="comma-separated (default: all six)"
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, help="learning rate (default: each model's, 1e-4)")
+    parser.add_argument("--dropout", type=float, help="dropout (default: each model's)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="auto",
+        help="mixed precision: auto (on for EfficientNet and VGG), off, bf16, fp16",
+    )
+    parser.add_argument(
+        "--pretrained",
+        choices=PRETRAINED_MODES,
+        default="auto",
+        help="ImageNet weights for EfficientNet and VGG: auto (when they can be had), yes, no",
+    )
+    parser.add_argument("--weights", metavar="DIR", help="folder holding ImageNet weight files")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        help="configurations sampled per model (lr, batch size, dropout)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=("fifo", "asha"),
+        default="fifo",
+        help="asha stops trials whose validation accuracy trails early",
+    )
+    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
+    parser.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs for each trial's workers (default: shared out)"
+    )
+    parser.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; 0.5 packs two per GPU"
+    )
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
+    parser.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    parser.add_argument("--resume", action="store_true", help="continue the sweep already in OUT")
+    parser.add_argument("--address", help="Ray cluster to run on (e.g. auto); default: start a local Ray")
+    parser.add_argument("--inject-failure", default="", help=argparse.SUPPRESS)
+    parser.set_defaults(handler=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from genre.config import TrainConfig
+    from genre.results import render_table
+    from genre.sweep import SweepConfig, run_sweep
+
+    try:
+        train = TrainConfig(
+            model="",
+            data="",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            dropout=args.dropout,
+            amp=args.amp,
+            pretrained=args.pretrained,
+            weights_dir=str(Path(args.weights).resolve()) if args.weights else None,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
+    config = SweepConfig(
+        data=args.data,
+        out=args.out,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        train=train,
+        num_samples=args.num_samples,
+        scheduler=args.scheduler,
+        num_workers=args.num_workers,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
+        resume=args.resume,
+        address=args.address,
+        inject_failure=tuple(m for m in args.inject_failure.split(",") if m),
+    )
+    result = run_sweep(config)
+    print()
+    print(render_table(result.table))
+    print()
+    print(f"results: {result.paths['markdown']} (and .csv, .parquet); per epoch: {result.paths['history']}")
+    print(
+        f"plots: {result.paths['plots']}/; best checkpoints: {config.out}/checkpoints/<model>-<trial>/best.pt"
+    )
+    print(f"TensorBoard: tensorboard --logdir {config.out / 'tune'}")
+    print(f"sweep took {result.wall_seconds:.0f} s")
+    failed = (result.table["status"] == "error").sum()
+    return 1 if failed == len(result.table) else 0
 
 
 if __name__ == "__main__":

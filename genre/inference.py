@@ -13,7 +13,8 @@ from genre.amp import autocast
 
 def as_model_input(mel: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """[B, n_mels, frames] float16 from the shards -> [B, 1, n_mels, frames] float32 on `device`."""
-    tensor = torch.as_tensor(mel, device=device)
+    # Arrays from Arrow are read-only; torch.tensor copies (once, while converting to float32 anyway).
+    tensor = mel.to(device) if isinstance(mel, torch.Tensor) else torch.tensor(mel, device=device)
     return tensor.float().unsqueeze(1)
 
 

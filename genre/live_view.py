@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from ray.tune import Callback
 
@@ -11,8 +10,8 @@ from ray.tune import Callback
 class LiveView(Callback):
     """Prints trial starts, each epoch's validation accuracy, completions and errors."""
 
-    def __init__(self, print_line: Callable[[str], None] = print) -> None:
-        self.print_line = print_line
+    def __init__(self) -> None:
+        # No printer held here: Tune pickles its callbacks with the experiment state.
         self.started = time.perf_counter()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -20,10 +19,9 @@ class LiveView(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if result.get("final"):
-            text = (
-                f"{_name(trial)} finished: test accuracy {result.get('test_segment_accuracy', float('nan')):.3f} "
-                f"(segment), {result.get('test_track_accuracy', float('nan')):.3f} (track)"
-            )
+            segment = result.get("test_segment_accuracy", float("nan"))
+            track = result.get("test_track_accuracy", float("nan"))
+            text = f"{_name(trial)} finished: test accuracy {segment:.3f} (segment), {track:.3f} (track)"
         else:
             epochs = trial.config.get("epochs", "?")
             text = (
@@ -41,7 +39,7 @@ class LiveView(Callback):
         for trial in trials:
             counts[trial.status] = counts.get(trial.status, 0) + 1
         tally = ", ".join(f"{status.lower()} {n}" for status, n in sorted(counts.items()))
-        self.print_line(f"[{time.perf_counter() - self.started:7.1f}s] {text}  ({tally})")
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {text}  ({tally})", flush=True)
 
 
 def _name(trial) -> str:

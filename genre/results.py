@@ -57,7 +57,9 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[TABLE_COLUMNS]
 
 
-def write_results(out: Path, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]) -> dict[str, Path]:
+def write_results(
+    out: Path, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]
+) -> dict[str, Path]:
     """Write results.{parquet,csv,md} and history.parquet into `out`."""
     paths = {
         "parquet": out / "results.parquet",
@@ -85,8 +87,12 @@ def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
     ]
     for level in ("segment", "track"):
         lines += [f"## {level.capitalize()}-level scores", ""]
-        columns = [f"{s}_{level}_{m}" for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")]
-        titles = [f"{s} {m[:4]}." for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")]
+        columns = [
+            f"{s}_{level}_{m}" for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")
+        ]
+        titles = [
+            f"{s} {m[:4]}." for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")
+        ]
         lines.append("| model | " + " | ".join(titles) + " |")
         lines.append("|---|" + "---:|" * len(columns))
         for _, row in table.iterrows():
@@ -111,7 +117,10 @@ def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
 
 def render_table(table: pd.DataFrame) -> str:
     """The terminal view: test scores, time and status per trial."""
-    header = f"{'model':<22} {'status':<10} {'test seg acc':>12} {'test trk acc':>12} {'val seg acc':>11} {'time s':>7}"
+    header = (
+        f"{'model':<22} {'status':<10} {'test seg acc':>12} {'test trk acc':>12} "
+        f"{'val seg acc':>11} {'time s':>7}"
+    )
     lines = [header, "-" * len(header)]
     for _, row in table.iterrows():
         lines.append(

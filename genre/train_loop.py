@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import autocast, grad_scaler, resolve_amp
 from genre.checkpoints import save_best
 from genre.config import TrainConfig
@@ -42,6 +43,7 @@ class InjectedFailure(RuntimeError):
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker of a trial."""
+    quiet_ray_data_logs()
     config = TrainConfig.from_dict(loop_config["train"])
     features, labels = loop_config["features"], loop_config["labels"]
     context = ray.train.get_context()
@@ -52,7 +54,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     spec = get_spec(config.model)
     amp = resolve_amp(config.amp, spec.amp, device)
-    weights = resolve_weights(spec.pretrained_weights, config.pretrained, config.weights_dir, model=config.model)
+    weights = resolve_weights(
+        spec.pretrained_weights, config.pretrained, config.weights_dir, model=config.model
+    )
     dropout = spec.dropout if config.dropout is None else config.dropout
     model = create_model(config.model, num_classes=len(labels), dropout=dropout, weights=weights)
     params = count_parameters(model)
@@ -100,15 +104,25 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             if metrics["val_segment_accuracy"] > state.get("best_val", -1.0):
                 state["best_val"], state["best_epoch"] = metrics["val_segment_accuracy"], epoch
                 save_best(
-                    config.checkpoint_dir, plain_model, config=config, features=features,
-                    labels=labels, epoch=epoch, metrics=metrics,
+                    config.checkpoint_dir,
+                    plain_model,
+                    config=config,
+                    features=features,
+                    labels=labels,
+                    epoch=epoch,
+                    metrics=metrics,
                 )
         metrics["best_epoch"] = state.get("best_epoch", epoch)
         metrics["epoch_time_s"] = time.perf_counter() - epoch_started
         state["epoch"], state["started_at"] = epoch, started_at
         _report_with_state(metrics, plain_model, optimizer, scaler, state, rank)
 
-    final = {"final": 1, "params": params, "amp": amp, "pretrained": weights.describe() if weights else "none"}
+    final = {
+        "final": 1,
+        "params": params,
+        "amp": amp,
+        "pretrained": weights.describe() if weights else "none",
+    }
     if rank == 0:
         best = torch.load(Path(config.checkpoint_dir) / "best.pt", map_location="cpu", weights_only=True)
         plain_model.load_state_dict(best["state_dict"])
@@ -130,7 +144,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     ray.train.report(final)
 
 
-def _train_batches(config: TrainConfig, epoch: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+def _train_batches(
+    config: TrainConfig, epoch: int, device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
     shard = ray.train.get_dataset_shard(TRAIN)
     return shard.iter_torch_batches(
         batch_size=config.batch_size,
@@ -146,7 +162,9 @@ def _evaluate(model: nn.Module, split: str, device: torch.device, amp: str) -> d
     track_ids: list[np.ndarray] = []
 
     def mels() -> Iterator[np.ndarray]:
-        for batch in ray.train.get_dataset_shard(split).iter_batches(batch_size=EVAL_BATCH, batch_format="numpy"):
+        for batch in ray.train.get_dataset_shard(split).iter_batches(
+            batch_size=EVAL_BATCH, batch_format="numpy"
+        ):
             labels.append(batch["label"])
             track_ids.append(batch["track_id"])
             yield batch["mel"]
@@ -184,7 +202,9 @@ def _report_with_state(
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> dict[str, Any]:
+def _restore(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> dict[str, Any]:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return {}

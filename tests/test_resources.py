@@ -1,0 +1,53 @@
+"""Fitting trials into a cluster: driver, workers and Ray Data together, never a deadlock."""
+
+import pytest
+
+from data_pipeline.errors import UserInputError
+from genre.resources import DATA_CPUS, DRIVER_CPUS, plan_resources
+
+
+def test_six_trials_share_two_cores_and_leave_one_for_ray_data():
+    plan = plan_resources(cluster_cpus=2, cluster_gpus=0, num_trials=6)
+    assert plan.max_concurrent == 6
+    reserved = plan.max_concurrent * (DRIVER_CPUS + plan.cpus_per_trial)
+    assert reserved <= 2 - DATA_CPUS + 1e-9
+    assert plan.torch_threads == 1
+
+
+def test_a_whole_cpu_per_trial_on_two_cores_runs_one_at_a_time():
+    # Two drivers of 1 CPU each plus workers would fill two cores: the worker group would wait forever.
+    plan = plan_resources(cluster_cpus=2, cluster_gpus=0, num_trials=6, cpus_per_trial=0.99)
+    assert plan.max_concurrent == 1
+
+
+def test_a_trial_that_cannot_fit_is_refused_with_the_numbers():
+    with pytest.raises(UserInputError, match=r"one trial needs 2.01 CPUs .* only 1 of Ray's 2"):
+        plan_resources(cluster_cpus=2, cluster_gpus=0, num_trials=2, cpus_per_trial=2)
+
+
+def test_gpus_that_do_not_exist_are_refused():
+    with pytest.raises(UserInputError, match="more GPUs than Ray has"):
+        plan_resources(cluster_cpus=16, cluster_gpus=0, num_trials=6, gpus_per_trial=1)
+
+
+def test_half_a_gpu_per_trial_packs_two_trials_on_each_gpu():
+    plan = plan_resources(cluster_cpus=16, cluster_gpus=2, num_trials=6, gpus_per_trial=0.5, num_workers=1)
+    assert plan.max_concurrent == 4
+    assert plan.gpus_per_worker == 0.5
+    assert plan.cpus_per_trial * 4 + 4 * DRIVER_CPUS <= 16 - DATA_CPUS
+
+
+def test_too_high_a_max_concurrent_is_lowered_and_said():
+    plan = plan_resources(cluster_cpus=4, cluster_gpus=0, num_trials=6, cpus_per_trial=1, max_concurrent=5)
+    assert plan.max_concurrent == 2
+    assert "lowered to 2" in plan.notes[0]
+
+
+def test_workers_split_the_trials_cpus():
+    plan = plan_resources(cluster_cpus=18, cluster_gpus=0, num_trials=2, num_workers=4, cpus_per_trial=8)
+    assert (plan.cpus_per_worker, plan.torch_threads, plan.max_concurrent) == (2, 2, 2)
+
+
+def test_one_cpu_is_too_few_for_a_sweep():
+    with pytest.raises(UserInputError, match="needs at least 2"):
+        plan_resources(cluster_cpus=1, cluster_gpus=0, num_trials=1)

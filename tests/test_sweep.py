@@ -1,0 +1,114 @@
+"""`genre sweep` for real on tiny shards: concurrent trials, the table, failures, bf16, seeds."""
+
+import itertools
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from data_pipeline.features import FeatureConfig
+from data_pipeline.prepare import PrepareConfig, prepare
+from data_pipeline.shards import read_mels, read_split
+from genre.checkpoints import load_checkpoint, model_from_checkpoint
+from genre.config import TrainConfig
+from genre.inference import segment_probabilities
+from genre.metrics import metric_columns, split_metrics
+from genre.sweep import SweepConfig, run_sweep
+from tests.audio_factory import make_collection
+
+SIX = ("cnn3", "cnn4", "cnn4_gru", "efficientnet_b0", "efficientnet_b0_gru", "vgg11")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(ray_session, tmp_path_factory):
+    """3 genres x 5 tracks x 4 s, as 64-band 1.5 s segments (64 x 65): 18/6/6 segments."""
+    source = make_collection(tmp_path_factory.mktemp("sweep-audio"), genres=3, tracks=5, seconds=4.0)
+    out = tmp_path_factory.mktemp("sweep-data") / "dataset"
+    features = FeatureConfig(n_mels=64, segment_seconds=1.5)
+    prepare(PrepareConfig(source=source, out=out, features=features), progress=quiet)
+    return out
+
+
+def sweep(data, out, models, **train_options) -> pd.DataFrame:
+    options = {k: train_options.pop(k) for k in list(train_options) if k in ("inject_failure",)}
+    train = TrainConfig(model="", data="", epochs=1, pretrained="no", seed=5, **train_options)
+    return run_sweep(
+        SweepConfig(data=data, out=out, models=models, train=train, **options), progress=quiet
+    ).table
+
+
+@pytest.fixture(scope="module")
+def six_model_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep-six")
+    return out, sweep(tiny_dataset, out, SIX)
+
+
+def test_all_six_models_get_a_row_with_every_metric(six_model_run):
+    _, table = six_model_run
+    assert list(table["model"]) == list(SIX)
+    assert (table["status"] == "completed").all()
+    for column in metric_columns():
+        assert table[column].between(0, 1).all(), column
+    assert (table["params"] > 0).all() and (table["train_time_s"] > 0).all()
+    assert (table["split_protocol"] == "track (stratified)").all()
+
+
+def test_trials_really_run_at_the_same_time(six_model_run):
+    _, table = six_model_run
+    windows = sorted(zip(table["started_at"], table["finished_at"], strict=True))
+    overlapping = sum(1 for a, b in itertools.pairwise(windows) if b[0] < a[1])
+    assert overlapping >= 1
+
+
+def test_the_run_writes_the_table_history_plots_and_checkpoints(six_model_run):
+    out, table = six_model_run
+    assert pd.read_parquet(out / "results.parquet").shape == table.shape
+    assert pd.read_csv(out / "results.csv").shape[0] == 6
+    markdown = (out / "results.md").read_text()
+    assert "split protocol: **track (stratified)**" in markdown and "| vgg11 |" in markdown
+    history = pd.read_parquet(out / "history.parquet")
+    assert sorted(history["model"]) == sorted(SIX) and (history["epoch"] == 0).all()
+    assert len(list((out / "plots").glob("*.png"))) == 7
+    assert len(list((out / "tune").rglob("events.out.tfevents*"))) == 6  # TensorBoard logs
+
+
+def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_model_run, tiny_dataset):
+    _, table = six_model_run
+    test = read_split(tiny_dataset, "test")
+    for _, row in table.iterrows():
+        payload = load_checkpoint(row["checkpoint"])
+        assert payload["features"]["n_mels"] == 64 and payload["labels"]["0"] == "genre0"
+        model = model_from_checkpoint(payload)
+        probabilities = segment_probabilities(model, [read_mels(test)], torch.device("cpu"))
+        labels = torch.tensor(test.column("label").to_pylist())
+        scores = split_metrics("test", probabilities, labels, test.column("track_id").to_pylist())
+        for name, value in scores.items():
+            assert math.isclose(value, row[name], abs_tol=1e-6), (row["model"], name)
+
+
+def test_a_failing_model_leaves_an_error_row_and_bf16_runs_on_cpu(tiny_dataset, tmp_path):
+    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), amp="bf16", inject_failure=("cnn4",))
+    rows = table.set_index("model")
+    assert rows.loc["cnn4", "status"] == "error"
+    assert "InjectedFailure: injected failure in cnn4" in rows.loc["cnn4", "error"]
+    assert rows.loc["cnn3", "status"] == "completed" and rows.loc["cnn3", "amp"] == "bf16"
+    assert not math.isnan(rows.loc["cnn3", "test_segment_accuracy"])
+
+
+def test_the_same_seed_gives_the_same_training_and_metrics(six_model_run, tiny_dataset, tmp_path):
+    first_out, first = six_model_run
+    again = sweep(tiny_dataset, tmp_path, ("cnn3",))
+    columns = metric_columns()
+    expected = first.set_index("model").loc["cnn3", columns].tolist()
+    assert again.set_index("model").loc["cnn3", columns].tolist() == pytest.approx(expected, abs=1e-6)
+    # The loss depends on every weight and on the shuffled batch order: equal only if both are.
+    losses = [
+        pd.read_parquet(out / "history.parquet").set_index("model").loc["cnn3", "train_loss"]
+        for out in (first_out, tmp_path)
+    ]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
