@@ -6,6 +6,7 @@ resumes it) and reports through `TuneReportCallback`. Results land in one table.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from data_pipeline.ray_connect import connect_ray
 from data_pipeline.split import SPLITS
 from genre.config import TrainConfig
 from genre.live_view import LiveView
-from genre.models import PRETRAINED_MODES, model_names
+from genre.models import PRETRAINED_MODES, get_spec, model_names, resolve_weights
 from genre.plots import write_plots
 from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
 from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
@@ -99,10 +100,13 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         progress(f"note: {note}")
     progress(f"sweep: {trials} trial(s) of {', '.join(config.models)}; {plan.describe()}")
 
+    pretrained = _decide_pretrained(config, progress)
     progress("reading the dataset once for every trial and epoch (Ray Data)")
     datasets = open_datasets(config.data)
     trainable = tune.with_resources(
-        tune.with_parameters(genre_trial, setup=_trial_setup(config, manifest, plan, out), datasets=datasets),
+        tune.with_parameters(
+            genre_trial, setup=_trial_setup(config, manifest, plan, out, pretrained), datasets=datasets
+        ),
         {"cpu": DRIVER_CPUS},
     )
     if config.resume and tune.Tuner.can_restore(str(experiment)):
@@ -125,6 +129,8 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
                 verbose=0,
             ),
         )
+    # Tune's own console output (a banner, then tables) would interleave with the live view.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = tuner.fit()
 
     table, history = _collect(grid, config, manifest)
@@ -189,10 +195,31 @@ def _scheduler(config: SweepConfig):
     return FIFOScheduler()
 
 
+def _decide_pretrained(config: SweepConfig, progress: Progress) -> dict[str, str]:
+    """Per model, 'yes' or 'no', decided here so that the user sees why weights are missing.
+
+    Workers load the weights themselves; a worker that then cannot find them fails with the same
+    message as `--pretrained yes`.
+    """
+    decisions = {}
+    for model in config.models:
+        spec = get_spec(model)
+        source = resolve_weights(
+            spec.pretrained_weights,
+            config.train.pretrained,
+            config.train.weights_dir,
+            model=model,
+            warn=lambda text: progress(f"warning: {text}"),
+        )
+        decisions[model] = "yes" if source is not None else "no"
+    return decisions
+
+
 def _trial_setup(
-    config: SweepConfig, manifest: dict[str, Any], plan: ResourcePlan, out: Path
+    config: SweepConfig, manifest: dict[str, Any], plan: ResourcePlan, out: Path, pretrained: dict[str, str]
 ) -> dict[str, Any]:
     return {
+        "pretrained": pretrained,
         "train": config.train.replace(
             data=str(Path(config.data).resolve()), torch_threads=plan.torch_threads
         ).to_dict(),
@@ -214,10 +241,9 @@ def genre_trial(
     trial_id = tune.get_context().get_trial_id()
     base = TrainConfig.from_dict(setup["train"])
     model = trial_config["model"]
-    from genre.models import get_spec
-
     overrides: dict[str, Any] = {
         "model": model,
+        "pretrained": setup["pretrained"][model],
         "checkpoint_dir": str(Path(setup["out"]) / "checkpoints" / f"{model}-{trial_id}"),
         "inject_failure": model in setup["inject_failure"],
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -89,9 +90,17 @@ KNOWN_WEIGHTS = {
 
 
 def resolve_weights(
-    weights_name: str | None, mode: str, weights_dir: str | Path | None = None, *, model: str = ""
+    weights_name: str | None,
+    mode: str,
+    weights_dir: str | Path | None = None,
+    *,
+    model: str = "",
+    warn: Callable[[str], None] | None = None,
 ) -> WeightsSource | None:
-    """Decide where `weights_name` comes from under `mode`; None means train from scratch."""
+    """Decide where `weights_name` comes from under `mode`; None means train from scratch.
+
+    Under 'auto', missing weights are reported once through `warn` (default: this module's logger).
+    """
     if mode not in PRETRAINED_MODES:
         raise UserInputError(f"--pretrained must be one of {', '.join(PRETRAINED_MODES)}, not {mode!r}")
     if mode == "no" or weights_name is None:
@@ -105,7 +114,7 @@ def resolve_weights(
         raise UserInputError(
             f"{reason}. Put {known.file_hint} in a folder and pass --weights FOLDER, or pass --pretrained no"
         )
-    logger.warning("%s; training from scratch", reason)
+    (warn or logger.warning)(f"{reason}; training from scratch")
     return None
 
 
