@@ -6,6 +6,7 @@ resumes it) and reports through `TuneReportCallback`. Results land in one table.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -129,8 +130,10 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
                 verbose=0,
             ),
         )
-    # Tune's own console output (a banner, then tables) would interleave with the live view.
+    # Tune's own console output (a banner, then tables) would interleave with the live view, and on
+    # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     grid = tuner.fit()
 
     table, history = _collect(grid, config, manifest)
