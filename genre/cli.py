@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(commands)
     _add_synth(commands)
     _add_demo(commands)
+    _add_predict(commands)
+    _add_evaluate(commands)
     return parser
 
 
@@ -312,6 +314,74 @@ def _run_demo(args: argparse.Namespace) -> int:
     print("stages: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stage_seconds.items()))
     print(f"results: {paths['markdown']} (and .csv, .parquet); per epoch: {paths['history']}")
     print(f"plots: {paths['plots']}/; best checkpoints: {paths['markdown'].parent / 'checkpoints'}/")
+    return 0
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="the genre of audio files, with a sweep's best model",
+        description="Predict the genre of each AUDIO file (wav, au, flac, mp3, ogg; any rate, any "
+        "channels, at least one window long) with the features and weights of a sweep's checkpoint.",
+    )
+    parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO")
+    parser.add_argument("--run", type=Path, required=True, help="a folder written by `genre sweep`")
+    parser.add_argument(
+        "--model", help="use this model's best trial (default: the run's best by val accuracy)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from genre.predict import Predictor, best_checkpoint
+
+    predictor = Predictor(best_checkpoint(args.run, args.model))
+    if not args.json:
+        print(f"model: {predictor.model_name} ({predictor.checkpoint})")
+    predicted = 0
+    for path in args.audio:
+        prediction = predictor.predict_file(path)
+        predicted += not prediction.error
+        if args.json:
+            print(json.dumps({**prediction.to_dict(), "model": predictor.model_name}))
+        elif prediction.error:
+            print(f"{path}: error: {prediction.error}", file=sys.stderr)
+        else:
+            top = ", ".join(f"{genre} {probability:.2f}" for genre, probability in prediction.top)
+            print(f"{path}: {top}")
+    if predicted == 0:
+        print("genre predict: error: no file could be predicted", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="test-split scores, per-genre scores and a confusion matrix for a sweep's model",
+        description="Score a sweep's best model (or --model's best trial) on DATA's test split at "
+        "segment and track level; write metrics.json, per_genre.csv and confusion matrices (CSV, PNG).",
+    )
+    parser.add_argument("data", type=Path, metavar="DATA", help="a folder written by `genre prepare`")
+    parser.add_argument("--run", type=Path, required=True, help="a folder written by `genre sweep`")
+    parser.add_argument("--model", help="evaluate this model's best trial")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--out", type=Path, help="report folder (default: RUN/evaluation/<model>)")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from genre.evaluate import evaluate, render_evaluation
+    from genre.predict import best_checkpoint
+
+    checkpoint = best_checkpoint(args.run, args.model)
+    out = args.out or args.run / "evaluation" / checkpoint.parent.name
+    result = evaluate(args.data, checkpoint, out, args.split)
+    print(render_evaluation(result))
+    print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")
     return 0
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 
+from data_pipeline.features import FeatureConfig
 from data_pipeline.prepare import PrepareConfig, PrepareResult, prepare
+from genre.config import TrainConfig
+from genre.sweep import SweepConfig, run_sweep
 from tests.audio_factory import make_collection
 
 
@@ -31,3 +35,40 @@ def prepared(ray_session: None, collection: Path, tmp_path_factory: pytest.TempP
     """The collection prepared once with default settings."""
     out = tmp_path_factory.mktemp("prepared") / "dataset"
     return prepare(PrepareConfig(source=collection, out=out, seed=3), progress=lambda _: None)
+
+
+SIX = ("cnn3", "cnn4", "cnn4_gru", "efficientnet_b0", "efficientnet_b0_gru", "vgg11")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="session")
+def tiny_audio(tmp_path_factory) -> Path:
+    """3 genres x 5 tracks x 4 s."""
+    return make_collection(tmp_path_factory.mktemp("sweep-audio"), genres=3, tracks=5, seconds=4.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(ray_session, tiny_audio, tmp_path_factory):
+    """The tiny audio as 64-band 1.5 s segments (64 x 65): 18/6/6 segments, for quick sweeps."""
+    source = tiny_audio
+    out = tmp_path_factory.mktemp("sweep-data") / "dataset"
+    features = FeatureConfig(n_mels=64, segment_seconds=1.5)
+    prepare(PrepareConfig(source=source, out=out, features=features), progress=quiet)
+    return out
+
+
+def sweep(data, out, models, **train_options) -> pd.DataFrame:
+    options = {k: train_options.pop(k) for k in list(train_options) if k in ("inject_failure",)}
+    train = TrainConfig(model="", data="", epochs=1, pretrained="no", seed=5, **train_options)
+    return run_sweep(
+        SweepConfig(data=data, out=out, models=models, train=train, **options), progress=quiet
+    ).table
+
+
+@pytest.fixture(scope="session")
+def six_model_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep-six")
+    return out, sweep(tiny_dataset, out, SIX)

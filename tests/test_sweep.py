@@ -7,45 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from data_pipeline.features import FeatureConfig
-from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.shards import read_mels, read_split
 from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.config import TrainConfig
 from genre.inference import segment_probabilities
 from genre.metrics import metric_columns, split_metrics
 from genre.sweep import SweepConfig, run_sweep
-from tests.audio_factory import make_collection
-
-SIX = ("cnn3", "cnn4", "cnn4_gru", "efficientnet_b0", "efficientnet_b0_gru", "vgg11")
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(ray_session, tmp_path_factory):
-    """3 genres x 5 tracks x 4 s, as 64-band 1.5 s segments (64 x 65): 18/6/6 segments."""
-    source = make_collection(tmp_path_factory.mktemp("sweep-audio"), genres=3, tracks=5, seconds=4.0)
-    out = tmp_path_factory.mktemp("sweep-data") / "dataset"
-    features = FeatureConfig(n_mels=64, segment_seconds=1.5)
-    prepare(PrepareConfig(source=source, out=out, features=features), progress=quiet)
-    return out
-
-
-def sweep(data, out, models, **train_options) -> pd.DataFrame:
-    options = {k: train_options.pop(k) for k in list(train_options) if k in ("inject_failure",)}
-    train = TrainConfig(model="", data="", epochs=1, pretrained="no", seed=5, **train_options)
-    return run_sweep(
-        SweepConfig(data=data, out=out, models=models, train=train, **options), progress=quiet
-    ).table
-
-
-@pytest.fixture(scope="module")
-def six_model_run(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep-six")
-    return out, sweep(tiny_dataset, out, SIX)
+from tests.conftest import SIX, quiet, sweep
 
 
 def test_all_six_models_get_a_row_with_every_metric(six_model_run):
@@ -112,3 +80,22 @@ def test_the_same_seed_gives_the_same_training_and_metrics(six_model_run, tiny_d
         for out in (first_out, tmp_path)
     ]
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
+def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_split(tiny_dataset, tmp_path):
+    train = TrainConfig(model="", data="", epochs=1, pretrained="no", seed=5)
+    config = SweepConfig(data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_workers=2)
+    result = run_sweep(config, progress=quiet)
+    row = result.table.iloc[0]
+    assert row["status"] == "completed" and result.plan.num_workers == 2
+    # Scores come from rank 0 over the whole split, so they match the checkpoint scored alone.
+    test = read_split(tiny_dataset, "test")
+    model = model_from_checkpoint(load_checkpoint(row["checkpoint"]))
+    probabilities = segment_probabilities(model, [read_mels(test)], torch.device("cpu"))
+    scores = split_metrics(
+        "test",
+        probabilities,
+        torch.tensor(test.column("label").to_pylist()),
+        test.column("track_id").to_pylist(),
+    )
+    assert scores["test_segment_accuracy"] == pytest.approx(row["test_segment_accuracy"], abs=1e-6)

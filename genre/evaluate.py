@@ -1,0 +1,137 @@
+"""`genre evaluate`: a checkpoint on a dataset's test split: scores, per-genre scores, confusion."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+from data_pipeline.errors import UserInputError
+from data_pipeline.features import FeatureConfig
+from data_pipeline.manifest import read_manifest
+from data_pipeline.shards import read_mels, read_split
+from genre.inference import segment_probabilities
+from genre.metrics import split_metrics, track_probabilities
+from genre.predict import Predictor
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class Evaluation:
+    """Scores of one checkpoint on one split, and where the report files are."""
+
+    model: str
+    scores: dict[str, float]
+    per_genre: pd.DataFrame
+    confusion: dict[str, pd.DataFrame]
+    files: dict[str, Path]
+
+
+def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: str = "test") -> Evaluation:
+    """Score `checkpoint` on `data`'s `split`; write metrics.json, per_genre.csv, confusion_*.csv/.png."""
+    manifest = read_manifest(data)
+    predictor = Predictor(checkpoint)
+    if FeatureConfig.from_dict(manifest["features"]) != predictor.features:
+        raise UserInputError(
+            f"the dataset's features ({_shape(manifest['features'])}) are not the ones the model was trained "
+            f"on ({_shape(predictor.features.to_dict())}); prepare the audio with the model's parameters"
+        )
+    labels = [manifest["labels"][str(i)] for i in range(len(manifest["labels"]))]
+    if labels != predictor.labels:
+        raise UserInputError(
+            "the dataset's labels differ from the model's; evaluate on a dataset of the same genres"
+        )
+    table = read_split(data, split, columns=["track_id", "label", "mel"])
+    if table.num_rows == 0:
+        raise UserInputError(f"the dataset's {split} split is empty")
+    mels = read_mels(table)
+    batches = (mels[i : i + EVAL_BATCH] for i in range(0, len(mels), EVAL_BATCH))
+    probabilities = segment_probabilities(predictor.model, batches, predictor.device)
+    targets = torch.tensor(table.column("label").to_pylist())
+    track_ids = table.column("track_id").to_pylist()
+    scores = split_metrics(split, probabilities, targets, track_ids)
+    track_probs, track_targets, _ = track_probabilities(probabilities, targets, track_ids)
+
+    classes = len(labels)
+    per_genre = pd.DataFrame({"genre": labels})
+    confusion = {}
+    for level, probs, target in (("segment", probabilities, targets), ("track", track_probs, track_targets)):
+        predictions = probs.argmax(dim=1)
+        per_genre[f"{level}_precision"] = multiclass_precision(
+            predictions, target, classes, average=None
+        ).numpy()
+        per_genre[f"{level}_recall"] = multiclass_recall(predictions, target, classes, average=None).numpy()
+        matrix = multiclass_confusion_matrix(predictions, target, classes).numpy()
+        confusion[level] = pd.DataFrame(matrix, index=labels, columns=labels)
+    per_genre["segments"] = np.bincount(targets.numpy(), minlength=classes)
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "metrics": folder / "metrics.json",
+        "per_genre": folder / "per_genre.csv",
+        "confusion_png": folder / "confusion.png",
+    }
+    report = {
+        "model": predictor.model_name,
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "split": split,
+        **scores,
+    }
+    files["metrics"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    per_genre.to_csv(files["per_genre"], index=False)
+    for level, frame in confusion.items():
+        files[f"confusion_{level}"] = folder / f"confusion_{level}.csv"
+        frame.to_csv(files[f"confusion_{level}"])
+    _plot_confusion(confusion, predictor.model_name, split, files["confusion_png"])
+    return Evaluation(predictor.model_name, scores, per_genre, confusion, files)
+
+
+def render_evaluation(evaluation: Evaluation) -> str:
+    """Scores, per-genre precision and recall, and the track-level confusion matrix as text."""
+    lines = [f"model: {evaluation.model}"]
+    for level in ("segment", "track"):
+        values = [evaluation.scores[k] for k in evaluation.scores if f"_{level}_" in k]
+        lines.append(
+            f"  {level:<8} accuracy {values[0]:.3f}  precision {values[1]:.3f}  recall {values[2]:.3f}"
+        )
+    lines += [
+        "",
+        evaluation.per_genre.round(3).to_string(index=False),
+        "",
+        "confusion (tracks; rows: true genre)",
+    ]
+    lines.append(evaluation.confusion["track"].to_string())
+    return "\n".join(lines)
+
+
+def _plot_confusion(confusion: dict[str, pd.DataFrame], model: str, split: str, path: Path) -> None:
+    from genre.plots import plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    for ax, (level, frame) in zip(axes, confusion.items(), strict=True):
+        ax.imshow(frame.to_numpy(), cmap="Blues")
+        ax.set_xticks(range(len(frame)), frame.columns, rotation=45, ha="right")
+        ax.set_yticks(range(len(frame)), frame.index)
+        for (row, column), count in np.ndenumerate(frame.to_numpy()):
+            ax.text(column, row, str(count), ha="center", va="center", fontsize=8)
+        ax.set(title=f"{model}, {split} split, {level}s", xlabel="predicted", ylabel="true")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _shape(features: dict[str, Any]) -> str:
+    return f"{features['n_mels']} mels, {features['segment_seconds']} s at {features['sample_rate']} Hz"
