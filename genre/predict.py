@@ -98,5 +98,9 @@ class Predictor:
         """[segments, classes] for one file (for evaluation and tests)."""
         waveform, _, _ = load_mono(path, self.features.sample_rate)
         return segment_probabilities(
-            self.model, torch.split(self.extractor(waveform), WINDOW_BATCH), self.device
+            self.model, torch.split(self._features(waveform), WINDOW_BATCH), self.device
         )
+
+    def _features(self, waveform: torch.Tensor) -> torch.Tensor:
+        # Rounded to float16 as `prepare` stores them: the model sees exactly what it trained on.
+        return self.extractor(waveform).half()

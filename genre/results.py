@@ -57,6 +57,15 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[TABLE_COLUMNS]
 
 
+def row_labels(table: pd.DataFrame) -> list[str]:
+    """Model names, with the trial id where a model has several trials (--num-samples)."""
+    repeated = table["model"].duplicated(keep=False)
+    return [
+        f"{model} ({trial})" if twice else str(model)
+        for model, trial, twice in zip(table["model"], table["trial_id"], repeated, strict=True)
+    ]
+
+
 def write_results(
     out: Path, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]
 ) -> dict[str, Path]:
@@ -95,8 +104,8 @@ def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
         ]
         lines.append("| model | " + " | ".join(titles) + " |")
         lines.append("|---|" + "---:|" * len(columns))
-        for _, row in table.iterrows():
-            lines.append(f"| {_label(row)} | " + " | ".join(_number(row[c]) for c in columns) + " |")
+        for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
+            lines.append(f"| {label} | " + " | ".join(_number(row[c]) for c in columns) + " |")
         lines.append("")
     lines += [
         "## Training",
@@ -104,10 +113,10 @@ def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
         "| model | status | epochs | best epoch | train time (s) | samples/s | params | amp | pretrained |",
         "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    for _, row in table.iterrows():
+    for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
         status = row["status"] if not row["error"] else f"{row['status']}: {row['error']}"
         lines.append(
-            f"| {_label(row)} | {status} | {_number(row['epochs'], '{:.0f}')} | "
+            f"| {label} | {status} | {_number(row['epochs'], '{:.0f}')} | "
             f"{_number(row['best_epoch'], '{:.0f}')} | {_number(row['train_time_s'], '{:.1f}')} | "
             f"{_number(row['samples_per_s'], '{:.1f}')} | {_number(row['params'], '{:,.0f}')} | "
             f"{row['amp'] or ''} | {row['pretrained'] or ''} |"
@@ -122,9 +131,9 @@ def render_table(table: pd.DataFrame) -> str:
         f"{'val seg acc':>11} {'time s':>7}"
     )
     lines = [header, "-" * len(header)]
-    for _, row in table.iterrows():
+    for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
         lines.append(
-            f"{_label(row):<22} {row['status']:<10} {_number(row['test_segment_accuracy']):>12} "
+            f"{label:<22} {row['status']:<10} {_number(row['test_segment_accuracy']):>12} "
             f"{_number(row['test_track_accuracy']):>12} {_number(row['val_segment_accuracy']):>11} "
             f"{_number(row['train_time_s'], '{:.1f}'):>7}"
         )
@@ -135,10 +144,6 @@ def render_table(table: pd.DataFrame) -> str:
 
 def config_json(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, default=str)
-
-
-def _label(row: pd.Series) -> str:
-    return f"{row['model']} ({row['trial_id']})" if row.get("duplicate_model") else str(row["model"])
 
 
 def _number(value: Any, pattern: str = "{:.3f}") -> str:

@@ -251,7 +251,7 @@ def genre_trial(
         "inject_failure": model in setup["inject_failure"],
     }
     if "lr_scale" in trial_config:
-        overrides["lr"] = (base.lr or get_spec(model).lr) * trial_config["lr_scale"]
+        overrides["lr"] = _trial_lr(base, trial_config)
         overrides["batch_size"] = trial_config["batch_size"]
         overrides["dropout"] = trial_config["dropout"]
     train_config = base.replace(**overrides)
@@ -319,8 +319,10 @@ def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.Da
             "split_protocol": _protocol(manifest),
             "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
             "seed": config.train.seed,
-            "lr": metrics.get("lr"),
-            "batch_size": metrics.get("batch_size", config.train.batch_size),
+            "lr": metrics.get("lr") or _trial_lr(config.train, trial_config),
+            "batch_size": metrics.get("batch_size")
+            or trial_config.get("batch_size", config.train.batch_size),
+            "dropout": metrics.get("dropout") or trial_config.get("dropout", config.train.dropout),
             "dataset_manifest_sha256": manifest_sha,
             "config": config_json({**config.train.to_dict(), **trial_config}),
         }
@@ -335,6 +337,14 @@ def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.Da
     table = table.sort_values(by="model", key=lambda s: s.map(order)).reset_index(drop=True)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=HISTORY_COLUMNS)
     return table, history
+
+
+def _trial_lr(train: TrainConfig, trial_config: dict[str, Any]) -> float | None:
+    """The learning rate a trial used, also for trials stopped before their final report."""
+    model = trial_config.get("model")
+    if model is None:
+        return train.lr
+    return (train.lr or get_spec(model).lr) * trial_config.get("lr_scale", 1.0)
 
 
 def _trial_id_from_path(path: str | None) -> str:

@@ -24,7 +24,8 @@ def test_predicting_a_prepared_test_clip_gives_the_sweeps_probabilities(
     rows = [i for i, t in enumerate(test.column("track_id").to_pylist()) if t == track_id]
     from_shards = segment_probabilities(predictor.model, [read_mels(test)[rows]], torch.device("cpu"))
     from_audio = predictor.file_probabilities(tiny_audio / track_id)
-    torch.testing.assert_close(from_audio, from_shards, atol=1e-5, rtol=1e-5)
+    # The same float16 features through the same model: equal up to float rounding of the batch.
+    torch.testing.assert_close(from_audio, from_shards, atol=1e-6, rtol=1e-6)
 
 
 def test_the_best_model_of_the_run_is_the_default(six_model_run):
@@ -42,7 +43,7 @@ def test_a_long_file_and_a_stereo_44k_flac_and_mp3_are_predicted(six_model_run, 
     for name in ("stereo.flac", "stereo.mp3"):
         prediction = predictor.predict_file(make_clip(tmp_path / name, 5.0, sample_rate=44100, channels=2))
         assert prediction.error == "" and prediction.segments >= 3
-        assert len(prediction.top) == 3 and sum(p for _, p in prediction.top) <= 1.0 + 1e-6
+        assert len(prediction.top) == 3 and sum(p for _, p in prediction.top) <= 1.0 + 1e-3  # 4 decimals
 
 
 def test_a_corrupt_file_among_good_ones_gets_an_error_line_and_the_rest_are_predicted(

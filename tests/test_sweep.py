@@ -99,3 +99,15 @@ def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_spli
         test.column("track_id").to_pylist(),
     )
     assert scores["test_segment_accuracy"] == pytest.approx(row["test_segment_accuracy"], abs=1e-6)
+
+
+def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path):
+    train = TrainConfig(model="", data="", epochs=2, pretrained="no", seed=5)
+    config = SweepConfig(
+        data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_samples=3, scheduler="asha"
+    )
+    table = run_sweep(config, progress=quiet).table
+    assert len(table) == 3 and set(table["status"]) <= {"completed", "stopped"}
+    assert table["trial_id"].is_unique
+    assert table["lr"].nunique() == 3  # each trial its own sampled learning rate
+    assert "cnn3 (" in (tmp_path / "results.md").read_text()
