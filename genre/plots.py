@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 
 def write_plots(history: pd.DataFrame, folder: Path) -> list[Path]:
@@ -24,6 +25,7 @@ def write_plots(history: pd.DataFrame, folder: Path) -> list[Path]:
         axes.plot(epochs, rows["val_segment_accuracy"], marker="o", label="validation")
         axes.set(title=f"{model} ({trial_id})", xlabel="epoch", ylabel="segment accuracy", ylim=(0, 1))
         axes.legend()
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         figure.tight_layout()
         path = folder / f"{model}-{trial_id}.png"
         figure.savefig(path, dpi=100)
@@ -31,6 +33,7 @@ def write_plots(history: pd.DataFrame, folder: Path) -> list[Path]:
         written.append(path)
         overview_axes.plot(epochs, rows["val_segment_accuracy"], marker="o", label=f"{model} ({trial_id})")
     overview_axes.set(title="validation accuracy", xlabel="epoch", ylabel="segment accuracy", ylim=(0, 1))
+    overview_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if written:
         overview_axes.legend(fontsize="small")
     overview.tight_layout()

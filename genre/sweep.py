@@ -110,26 +110,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         ),
         {"cpu": DRIVER_CPUS},
     )
-    if config.resume and tune.Tuner.can_restore(str(experiment)):
-        progress(f"resuming the sweep in {experiment}")
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(config),
-            tune_config=tune.TuneConfig(
-                num_samples=config.num_samples,
-                max_concurrent_trials=plan.max_concurrent,
-                scheduler=_scheduler(config),
-            ),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT,
-                storage_path=str(out),
-                failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                callbacks=[LiveView()],
-                verbose=0,
-            ),
-        )
+    tuner = _tuner(config, trainable, plan, out, progress)
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -148,6 +129,30 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     paths["plots"] = out / "plots"
     write_plots(history, paths["plots"])
     return SweepResult(table, paths, plan, time.perf_counter() - started)
+
+
+def _tuner(config: SweepConfig, trainable, plan: ResourcePlan, out: Path, progress: Progress) -> tune.Tuner:
+    """A new Tuner, or the interrupted one in OUT when resuming (finished trials are not rerun)."""
+    experiment = out / EXPERIMENT
+    if config.resume and tune.Tuner.can_restore(str(experiment)):
+        progress(f"resuming the sweep in {experiment}")
+        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(config),
+        tune_config=tune.TuneConfig(
+            num_samples=config.num_samples,
+            max_concurrent_trials=plan.max_concurrent,
+            scheduler=_scheduler(config),
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(out),
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            callbacks=[LiveView()],
+            verbose=0,
+        ),
+    )
 
 
 def _validate(config: SweepConfig, manifest: dict[str, Any]) -> None:
