@@ -18,8 +18,10 @@ from tests.audio_factory import make_collection
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    # Two CPUs, as on the smallest machine genre must run on; loopback and no dashboard.
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # Two CPUs, as on the smallest machine genre must run on. With the dashboard, as `genre sweep`
+    # starts Ray: Ray Train's placement-group cleaner needs its state API to free the resources of
+    # trials that ASHA stops (without it they leak and later trials wait forever).
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING")
     yield
     ray.shutdown()
 
