@@ -114,7 +114,7 @@ def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path
     assert table["lr"].nunique() == 3  # each trial its own sampled learning rate
     assert "cnn3 (" in (tmp_path / "results.md").read_text()
     # Stopped trials give their CPUs back, or the next sweep in this Ray would wait forever.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while ray.available_resources().get("CPU", 0) < 2 - 1e-6 and time.monotonic() < deadline:
         time.sleep(1)
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
