@@ -124,8 +124,8 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
-    from genre.config import AMP_MODES, TrainConfig
-    from genre.models import PRETRAINED_MODES, model_names
+    # Only light modules here: building the parser must not import torch or Ray Tune (seconds).
+    from genre.config import AMP_MODES, PRETRAINED_MODES, TrainConfig
 
     defaults = TrainConfig(model="", data="")
     parser = commands.add_parser(
@@ -137,9 +137,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", type=Path, metavar="DATA", help="a folder written by `genre prepare`")
     parser.add_argument("out", type=Path, metavar="OUT")
-    parser.add_argument(
-        "--models", default=",".join(model_names()), help="comma-separated (default: all six)"
-    )
+    parser.add_argument("--models", help="comma-separated names (default: all six; see `genre models`)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, help="learning rate (default: each model's, 1e-4)")
@@ -205,10 +203,12 @@ def _run_sweep(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise UserInputError(str(error)) from None
+    from genre.models import model_names
+
     config = SweepConfig(
         data=args.data,
         out=args.out,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        models=_model_list(args.models) or tuple(model_names()),
         train=train,
         num_samples=args.num_samples,
         scheduler=args.scheduler,
@@ -266,7 +266,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
-    from genre.demo import DemoConfig
+    from genre.config import DemoConfig
 
     defaults = DemoConfig()
     parser = commands.add_parser(
@@ -287,14 +287,15 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tracks-per-genre", type=int, default=defaults.tracks_per_genre)
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="length of each clip")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--models", default=",".join(defaults.models))
+    parser.add_argument("--models", help="comma-separated names (default: all six)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--address", help="Ray cluster to run on; default: start a local Ray")
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from genre.demo import DemoConfig, run_demo
+    from genre.config import DemoConfig
+    from genre.demo import run_demo
     from genre.results import render_table
 
     config = DemoConfig(
@@ -302,7 +303,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         tracks_per_genre=args.tracks_per_genre,
         seconds=args.seconds,
         epochs=args.epochs,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        models=_model_list(args.models),
         seed=args.seed,
         address=args.address,
     )
@@ -383,6 +384,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(render_evaluation(result))
     print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")
     return 0
+
+
+def _model_list(text: str | None) -> tuple[str, ...]:
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
 
 
 if __name__ == "__main__":

@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.ray_connect import connect_ray
-from genre.config import TrainConfig
+from genre.config import DemoConfig, TrainConfig
 from genre.models import model_names
 from genre.sweep import SweepConfig, SweepResult, run_sweep
 from genre.synth import SynthConfig, synthesize_collection
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Sized to finish in minutes on two CPU cores while still telling the models apart."""
-
-    out: Path = Path("genre-demo")
-    tracks_per_genre: int = 12
-    seconds: float = 12.0
-    # 64 mel bands over 3 s windows (64 x 130): half the study-like input, a quarter of the time.
-    n_mels: int = 64
-    epochs: int = 4
-    # A few epochs on a few hundred segments need a faster rate than the study's 1e-4 over 15.
-    lr: float = 1e-3
-    batch_size: int = 16
-    models: tuple[str, ...] = field(default_factory=lambda: tuple(model_names()))
-    seed: int = 0
-    address: str | None = None
 
 
 @dataclass
@@ -70,7 +51,8 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> DemoResult:
     seconds["prepare"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    progress(f"3/3 sweep: {', '.join(config.models)} for {config.epochs} epoch(s) on CPU -> {run}")
+    models = config.models or tuple(model_names())
+    progress(f"3/3 sweep: {', '.join(models)} for {config.epochs} epoch(s) on CPU -> {run}")
     train = TrainConfig(
         model="",
         data="",
@@ -81,7 +63,7 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> DemoResult:
         seed=config.seed,
     )
     result = run_sweep(
-        SweepConfig(data=data, out=run, models=config.models, train=train, address=config.address), progress
+        SweepConfig(data=data, out=run, models=models, train=train, address=config.address), progress
     )
     seconds["sweep"] = time.perf_counter() - started
     return DemoResult(result, seconds)

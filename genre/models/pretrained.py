@@ -14,10 +14,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from data_pipeline.errors import UserInputError
+from genre.config import PRETRAINED_MODES
 
 logger = logging.getLogger(__name__)
 
-PRETRAINED_MODES = ("auto", "yes", "no")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 HUB_TIMEOUT_S = 3.0
 
