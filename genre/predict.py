@@ -88,8 +88,7 @@ class Predictor:
                 [],
                 error=f"shorter than one {self.features.segment_seconds:g} s window ({seconds:.2f} s)",
             )
-        batches = torch.split(mels, WINDOW_BATCH)
-        probabilities = segment_probabilities(self.model, batches, self.device).mean(dim=0)
+        probabilities = self._window_probabilities(mels).mean(dim=0)
         values, indices = probabilities.topk(min(TOP_K, len(self.labels)))
         top = [(self.labels[i], round(float(v), 4)) for v, i in zip(values, indices, strict=True)]
         return Prediction(str(path), top, segments=len(mels))
@@ -97,9 +96,10 @@ class Predictor:
     def file_probabilities(self, path: str | Path) -> torch.Tensor:
         """[segments, classes] for one file (for evaluation and tests)."""
         waveform, _, _ = load_mono(path, self.features.sample_rate)
-        return segment_probabilities(
-            self.model, torch.split(self._features(waveform), WINDOW_BATCH), self.device
-        )
+        return self._window_probabilities(self._features(waveform))
+
+    def _window_probabilities(self, mels: torch.Tensor) -> torch.Tensor:
+        return segment_probabilities(self.model, torch.split(mels, WINDOW_BATCH), self.device)
 
     def _features(self, waveform: torch.Tensor) -> torch.Tensor:
         # Rounded to float16 as `prepare` stores them: the model sees exactly what it trained on.

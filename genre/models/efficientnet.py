@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from genre.models.cnn import GRU_HIDDEN, GRU_LAYERS
-from genre.models.layers import DecibelScaling, TimeGRUHead
+from genre.models.layers import DecibelScaling, Scaled, TimeGRUHead
 from genre.models.pretrained import WeightsSource
 from genre.models.registry import register_model
 
@@ -25,18 +25,6 @@ def efficientnet_b0_backbone(weights: WeightsSource | None, **kwargs) -> nn.Modu
     return timm.create_model(
         "efficientnet_b0", pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1, **kwargs
     )
-
-
-class Scaled(nn.Module):
-    """A network behind DecibelScaling; `net` keeps the library's own parameter names."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.scale = DecibelScaling()
-        self.net = net
-
-    def forward(self, decibels: torch.Tensor) -> torch.Tensor:
-        return self.net(self.scale(decibels))
 
 
 class EfficientNetGRU(nn.Module):

@@ -69,3 +69,15 @@ class TimeGRUHead(nn.Module):
         # hidden: [layers * 2, B, H]; the last layer's forward and backward final states.
         last = torch.cat([hidden[-2], hidden[-1]], dim=1)
         return self.classifier(last)
+
+
+class Scaled(nn.Module):
+    """A network behind DecibelScaling; `net` keeps the library's own parameter names."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.scale = DecibelScaling()
+        self.net = net
+
+    def forward(self, decibels: torch.Tensor) -> torch.Tensor:
+        return self.net(self.scale(decibels))

@@ -48,7 +48,7 @@ class KnownWeights:
     def url(self) -> str:
         if self.library == "timm":
             return f"https://huggingface.co/{self.hub_id()}"
-        return self._torchvision_weights().url
+        return self.torchvision_weights().url
 
     def hub_id(self) -> str:
         import timm
@@ -70,7 +70,8 @@ class KnownWeights:
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(self.url()).path).name
         return path if path.is_file() else None
 
-    def _torchvision_weights(self):
+    def torchvision_weights(self):
+        """The torchvision weights enum member named by `identifier`."""
         import torchvision
 
         enum_name, member = self.identifier.split(".")

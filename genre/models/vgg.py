@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genre.models.efficientnet import Scaled
-from genre.models.layers import mlp_classifier
-from genre.models.pretrained import WeightsSource, load_state_dict_file
+from genre.models.layers import Scaled, mlp_classifier
+from genre.models.pretrained import KNOWN_WEIGHTS, WeightsSource, load_state_dict_file
 from genre.models.registry import register_model
 
 FEATURES_PREFIX = "features."
@@ -40,7 +39,7 @@ def vgg11_features(weights: WeightsSource | None) -> nn.Module:
         if weights.kind == "file":
             state = load_state_dict_file(weights.location)
         else:
-            state = torchvision.models.VGG11_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+            state = KNOWN_WEIGHTS["vgg11"].torchvision_weights().get_state_dict(progress=True)
         features.load_state_dict(
             {k[len(FEATURES_PREFIX) :]: v for k, v in state.items() if k.startswith(FEATURES_PREFIX)}
         )
