@@ -1,14 +1,6 @@
-"""Audio -> log-mel Parquet shards, in parallel with Ray Data. Knows nothing of models."""
+"""Audio -> log-mel Parquet shards, in parallel with Ray Data. Knows nothing of models.
 
-from data_pipeline.errors import UserInputError
-from data_pipeline.features import FeatureConfig, LogMelExtractor
-from data_pipeline.prepare import PrepareConfig, PrepareResult, prepare
-
-__all__ = [
-    "FeatureConfig",
-    "LogMelExtractor",
-    "PrepareConfig",
-    "PrepareResult",
-    "UserInputError",
-    "prepare",
-]
+The package imports nothing heavy on its own (no Ray, no torch): `genre`'s command line decides how
+Ray may bind before Ray is first imported (see `data_pipeline.loopback`). Import from the modules:
+`data_pipeline.prepare`, `data_pipeline.features`, `data_pipeline.shards`.
+"""

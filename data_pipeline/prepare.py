@@ -29,7 +29,7 @@ from data_pipeline.manifest import (
     write_manifest,
 )
 from data_pipeline.ray_connect import connect_ray
-from data_pipeline.shards import COLUMNS
+from data_pipeline.shards import COLUMNS, TRACKS_PER_SHARD
 from data_pipeline.split import (
     PROTOCOLS,
     SPLITS,
@@ -55,9 +55,7 @@ class PrepareConfig:
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     overwrite: bool = False
-    # 8 tracks (~80 segments, ~3 MB) per task: enough tasks to keep every core busy on small
-    # collections, few enough files to keep reading fast on large ones.
-    tracks_per_shard: int = 8
+    tracks_per_shard: int = TRACKS_PER_SHARD
     ray_address: str | None = None
 
 

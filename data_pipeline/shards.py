@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
 MEL_DTYPE = np.float16
+# Tracks per parallel task and Parquet file (~80 segments, ~3 MB): enough tasks to keep every core
+# busy on small collections, few enough files to keep reading fast on large ones.
+TRACKS_PER_SHARD = 8
 
 
 def shard_name(index: int) -> str:

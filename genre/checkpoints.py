@@ -1,12 +1,13 @@
 """Checkpoints that carry everything needed to use them: weights, config, features, labels.
 
 Saved with torch.save and loaded with `weights_only=True`: loading a checkpoint never runs code.
+A checkpoint lives at a path or at an s3:// / gs:// URI (genre.storage), wherever the sweep's run
+storage is.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import nn
 from data_pipeline.errors import UserInputError
 from genre.config import TrainConfig
 from genre.models import create_model
+from genre.storage import open_storage
 
 CHECKPOINT_FORMAT = "genre-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -31,10 +33,8 @@ def save_best(
     labels: dict[str, str],
     epoch: int,
     metrics: dict[str, float],
-) -> Path:
-    """Write `folder/best.pt` atomically: a reader sees the old file or the new one, never half."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+) -> str:
+    """Write `folder/best.pt` whole (a reader sees the old file or the new one); return its location."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -46,20 +46,29 @@ def save_best(
         "metrics": metrics,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    target = folder / BEST_NAME
-    partial = folder / f".{BEST_NAME}.{uuid.uuid4().hex[:8]}"
-    torch.save(payload, partial)
-    os.replace(partial, target)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    target = best_location(folder)
+    open_storage(target).write_bytes(buffer.getvalue())
     return target
 
 
+def best_location(folder: str | Path) -> str:
+    """Where `save_best` writes in `folder` (a path or a URI)."""
+    return open_storage(folder).child(BEST_NAME).location
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a genre checkpoint (tensors and plain values only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"no checkpoint at {path}")
+    """Load a genre checkpoint (tensors and plain values only) from a path or a URI."""
+    source = open_storage(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        data = source.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserInputError(f"no checkpoint at {path}") from None
+    except OSError as error:
+        raise UserInputError(f"cannot read the checkpoint {path}: {error}") from None
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: say which, not a traceback
         raise UserInputError(f"{path} is not a readable genre checkpoint: {error}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

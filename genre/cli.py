@@ -9,7 +9,8 @@ from pathlib import Path
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
-from data_pipeline.prepare import PrepareConfig, prepare
+from data_pipeline.loopback import keep_local_ray_on_loopback
+from data_pipeline.shards import TRACKS_PER_SHARD
 from data_pipeline.split import GTZAN_FILTERED, PROTOCOLS
 
 EXIT_USER_ERROR = 2
@@ -20,6 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `genre` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "address", None):
+        # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only.
+        keep_local_ray_on_loopback()
     try:
         return args.handler(args)
     except UserInputError as error:
@@ -73,7 +77,7 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--segment-seconds", type=float, default=defaults.segment_seconds)
     parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate)
     parser.add_argument("--n-mels", type=int, default=defaults.n_mels)
-    parser.add_argument("--tracks-per-shard", type=int, default=PrepareConfig.tracks_per_shard)
+    parser.add_argument("--tracks-per-shard", type=int, default=TRACKS_PER_SHARD)
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     parser.add_argument("--address", help="Ray cluster to run on (e.g. auto); default: start a local Ray")
     parser.set_defaults(handler=_run_prepare)
@@ -88,6 +92,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise UserInputError(str(error)) from None
+    from data_pipeline.prepare import PrepareConfig, prepare
+
     config = PrepareConfig(
         source=args.src,
         out=args.out,
@@ -178,6 +184,11 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     parser.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
     parser.add_argument("--resume", action="store_true", help="continue the sweep already in OUT")
+    parser.add_argument(
+        "--storage",
+        metavar="PATH_OR_URI",
+        help="run state and checkpoints: a path (NFS on a cluster) or s3://, gs:// (default: OUT)",
+    )
     parser.add_argument("--address", help="Ray cluster to run on (e.g. auto); default: start a local Ray")
     parser.add_argument("--inject-failure", default="", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_sweep)
@@ -186,6 +197,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
 def _run_sweep(args: argparse.Namespace) -> int:
     from genre.config import TrainConfig
     from genre.results import render_table
+    from genre.storage import open_storage
     from genre.sweep import SweepConfig, run_sweep
 
     try:
@@ -219,6 +231,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         resume=args.resume,
         address=args.address,
+        storage=args.storage,
         inject_failure=tuple(m for m in args.inject_failure.split(",") if m),
     )
     result = run_sweep(config)
@@ -226,10 +239,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(render_table(result.table))
     print()
     print(f"results: {result.paths['markdown']} (and .csv, .parquet); per epoch: {result.paths['history']}")
-    print(
-        f"plots: {result.paths['plots']}/; best checkpoints: {config.out}/checkpoints/<model>-<trial>/best.pt"
-    )
-    print(f"TensorBoard: tensorboard --logdir {config.out / 'tune'}")
+    storage = open_storage(result.storage)
+    checkpoints = storage.child("checkpoints", "<model>-<trial>")
+    print(f"plots: {result.paths['plots']}/; best checkpoints: {checkpoints}")
+    print(f"TensorBoard: tensorboard --logdir {storage.child('tune')}")
     print(f"sweep took {result.wall_seconds:.0f} s")
     failed = (result.table["status"] == "error").sum()
     return 1 if failed == len(result.table) else 0
@@ -379,7 +392,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from genre.predict import best_checkpoint
 
     checkpoint = best_checkpoint(args.run, args.model)
-    out = args.out or args.run / "evaluation" / checkpoint.parent.name
+    # Named like the checkpoint's folder (<model>-<trial>), whether it is a path or a URI.
+    trial_folder = checkpoint.split("?")[0].rstrip("/").split("/")[-2]
+    out = args.out or args.run / "evaluation" / trial_folder
     result = evaluate(args.data, checkpoint, out, args.split)
     print(render_evaluation(result))
     print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")

@@ -41,7 +41,7 @@ class Prediction:
         }
 
 
-def best_checkpoint(run: str | Path, model: str | None = None) -> Path:
+def best_checkpoint(run: str | Path, model: str | None = None) -> str:
     """The checkpoint of the run's best completed trial by validation accuracy (of `model` if given)."""
     table_path = Path(run) / "results.parquet"
     if not table_path.is_file():
@@ -58,7 +58,7 @@ def best_checkpoint(run: str | Path, model: str | None = None) -> Path:
     if table.empty:
         raise UserInputError(f"the run in {str(run)!r} has no completed trial")
     best = table.sort_values(["val_segment_accuracy", "val_track_accuracy"], ascending=False).iloc[0]
-    return Path(best["checkpoint"])
+    return str(best["checkpoint"])
 
 
 class Predictor:
@@ -66,7 +66,7 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu") -> None:
         payload = load_checkpoint(checkpoint)
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = str(checkpoint)
         self.model_name = payload["model"]
         self.labels = [payload["labels"][str(i)] for i in range(len(payload["labels"]))]
         self.features = FeatureConfig.from_dict(payload["features"])

@@ -6,6 +6,7 @@ resumes it) and reports through `TuneReportCallback`. Results land in one table.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -34,9 +35,15 @@ from genre.models import PRETRAINED_MODES, get_spec, model_names, resolve_weight
 from genre.plots import write_plots
 from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
 from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
+from genre.shared_paths import check_shared
+from genre.storage import Storage, open_storage
 from genre.train_loop import TEST, TRAIN, TRAIN_EVAL, VAL, train_worker
 
 EXPERIMENT = "tune"
+TRAIN_RUNS = "train"
+CHECKPOINTS = "checkpoints"
+# In OUT: where the sweep's run storage is, so that `--resume` finds it without `--storage` again.
+SWEEP_FILE = "sweep.json"
 SCHEDULERS = ("fifo", "asha")
 METRIC, MODE = "val_segment_accuracy", "max"
 
@@ -60,6 +67,9 @@ class SweepConfig:
     max_failures: int = 0
     resume: bool = False
     address: str | None = None
+    # Tune's and Train's run state and the best checkpoints: a path or an s3:// / gs:// URI.
+    # None: OUT itself (or, when resuming, the storage the sweep in OUT was started with).
+    storage: str | None = None
     # Hidden, for fault-injection tests: these models fail at their first step.
     inject_failure: tuple[str, ...] = ()
 
@@ -72,6 +82,7 @@ class SweepResult:
     paths: dict[str, Path]
     plan: ResourcePlan
     wall_seconds: float
+    storage: str = ""
 
 
 def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
@@ -80,12 +91,15 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     manifest = read_manifest(config.data)
     _validate(config, manifest)
     out = config.out.resolve()
-    experiment = out / EXPERIMENT
-    if experiment.exists() and not config.resume:
-        raise UserInputError(f"OUT {str(config.out)!r} already holds a sweep; pass --resume to continue it")
+    storage = _run_storage(config, out)
+    if storage.child(EXPERIMENT).exists() and not config.resume:
+        where = "OUT" if storage.location == str(out) else f"the storage {storage}"
+        raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
 
     connect_ray(config.address, dashboard=True, worker_logs=False)
+    check_shared(config.data, storage, progress)
+    _write_sweep_file(out, storage)
     resources = ray.cluster_resources()
     trials = len(config.models) * config.num_samples
     plan = plan_resources(
@@ -106,11 +120,13 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     datasets = open_datasets(config.data)
     trainable = tune.with_resources(
         tune.with_parameters(
-            genre_trial, setup=_trial_setup(config, manifest, plan, out, pretrained), datasets=datasets
+            genre_trial,
+            setup=_trial_setup(config, manifest, plan, storage, pretrained),
+            datasets=datasets,
         ),
         {"cpu": DRIVER_CPUS},
     )
-    tuner = _tuner(config, trainable, plan, out, progress)
+    tuner = _tuner(config, trainable, plan, storage, progress)
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -123,20 +139,48 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         "manifest_sha256": manifest_hash(config.data),
         "split_protocol": _protocol(manifest),
         "leaky": manifest["split"].get("leaks_tracks_across_splits", False),
+        "storage": storage.location,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     paths = write_results(out, table, history, header)
     paths["plots"] = out / "plots"
     write_plots(history, paths["plots"])
-    return SweepResult(table, paths, plan, time.perf_counter() - started)
+    return SweepResult(table, paths, plan, time.perf_counter() - started, storage.location)
 
 
-def _tuner(config: SweepConfig, trainable, plan: ResourcePlan, out: Path, progress: Progress) -> tune.Tuner:
-    """A new Tuner, or the interrupted one in OUT when resuming (finished trials are not rerun)."""
-    experiment = out / EXPERIMENT
-    if config.resume and tune.Tuner.can_restore(str(experiment)):
+def _run_storage(config: SweepConfig, out: Path) -> Storage:
+    """--storage, else the storage recorded in OUT by the sweep being resumed, else OUT."""
+    if config.storage:
+        return open_storage(config.storage)
+    recorded = out / SWEEP_FILE
+    if config.resume and recorded.is_file():
+        return open_storage(json.loads(recorded.read_text(encoding="utf-8"))["storage"])
+    return open_storage(out)
+
+
+def _write_sweep_file(out: Path, storage: Storage) -> None:
+    record = {"storage": storage.location}
+    (out / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _ray_storage(storage: Storage) -> dict[str, Any]:
+    """RunConfig arguments: Ray opens a local path itself; a URI's filesystem comes with its options."""
+    if storage.is_local:
+        return {"storage_path": storage.path}
+    return {"storage_path": storage.path, "storage_filesystem": storage.filesystem}
+
+
+def _tuner(
+    config: SweepConfig, trainable, plan: ResourcePlan, storage: Storage, progress: Progress
+) -> tune.Tuner:
+    """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
+    experiment = storage.child(EXPERIMENT)
+    filesystem = None if storage.is_local else storage.filesystem
+    if config.resume and tune.Tuner.can_restore(experiment.path, storage_filesystem=filesystem):
         progress(f"resuming the sweep in {experiment}")
-        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+        return tune.Tuner.restore(
+            experiment.path, trainable, resume_errored=True, storage_filesystem=filesystem
+        )
     return tune.Tuner(
         trainable,
         param_space=_param_space(config),
@@ -147,7 +191,7 @@ def _tuner(config: SweepConfig, trainable, plan: ResourcePlan, out: Path, progre
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
-            storage_path=str(out),
+            **_ray_storage(storage),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             callbacks=[LiveView()],
             verbose=0,
@@ -224,7 +268,11 @@ def _decide_pretrained(config: SweepConfig, progress: Progress) -> dict[str, str
 
 
 def _trial_setup(
-    config: SweepConfig, manifest: dict[str, Any], plan: ResourcePlan, out: Path, pretrained: dict[str, str]
+    config: SweepConfig,
+    manifest: dict[str, Any],
+    plan: ResourcePlan,
+    storage: Storage,
+    pretrained: dict[str, str],
 ) -> dict[str, Any]:
     return {
         "pretrained": pretrained,
@@ -233,7 +281,7 @@ def _trial_setup(
         ).to_dict(),
         "features": manifest["features"],
         "labels": manifest["labels"],
-        "out": str(out),
+        "storage": storage.location,
         "num_workers": plan.num_workers,
         "cpus_per_worker": plan.cpus_per_worker,
         "gpus_per_worker": plan.gpus_per_worker,
@@ -249,10 +297,11 @@ def genre_trial(
     trial_id = tune.get_context().get_trial_id()
     base = TrainConfig.from_dict(setup["train"])
     model = trial_config["model"]
+    storage = open_storage(setup["storage"])
     overrides: dict[str, Any] = {
         "model": model,
         "pretrained": setup["pretrained"][model],
-        "checkpoint_dir": str(Path(setup["out"]) / "checkpoints" / f"{model}-{trial_id}"),
+        "checkpoint_dir": storage.child(CHECKPOINTS, f"{model}-{trial_id}").location,
         "inject_failure": model in setup["inject_failure"],
     }
     if "lr_scale" in trial_config:
@@ -275,7 +324,7 @@ def genre_trial(
         run_config=ray.train.RunConfig(
             # Named from the trial id, never a timestamp: a relaunched trial finds its own run.
             name=f"train-{trial_id}",
-            storage_path=str(Path(setup["out"]) / "train"),
+            **_ray_storage(storage.child(TRAIN_RUNS)),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=setup["max_failures"]),

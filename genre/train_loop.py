@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import autocast, grad_scaler, resolve_amp
-from genre.checkpoints import BEST_NAME, load_checkpoint, save_best
+from genre.checkpoints import best_location, load_checkpoint, save_best
 from genre.config import TrainConfig
 from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
@@ -124,7 +124,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         "pretrained": weights.describe() if weights else "none",
     }
     if rank == 0:
-        best = load_checkpoint(Path(config.checkpoint_dir) / BEST_NAME)
+        best = load_checkpoint(best_location(config.checkpoint_dir))
         plain_model.load_state_dict(best["state_dict"])
         for split in (TRAIN_EVAL, VAL, TEST):
             scores = _evaluate(plain_model, split, device, amp)
@@ -139,7 +139,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         samples_per_s=state.get("samples", 0) / max(state.get("train_seconds", 0.0), 1e-9),
         started_at=started_at,
         finished_at=time.time(),
-        checkpoint=str(Path(config.checkpoint_dir) / BEST_NAME),
+        checkpoint=best_location(config.checkpoint_dir),
     )
     ray.train.report(final)
 

@@ -1,0 +1,29 @@
+"""Keep a Ray that genre starts on this machine on 127.0.0.1.
+
+Ray's local instance otherwise listens on every interface: it rewrites a node address of 127.0.0.1
+to the machine's routable one, and its GCS, raylet, object manager and workers bind 0.0.0.0 (seen
+with Ray 2.58 and `ss -ltnp`). Ray's single-node mode, the default on macOS and Windows, keeps the
+node address on loopback, and then every Ray server binds 127.0.0.1 only. Ray reads the switch once,
+when it is first imported, so this must run before anything imports `ray`.
+
+Only for a Ray that genre starts itself: a driver that joins a cluster must keep a routable address,
+or the other nodes cannot reach the objects it owns.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Ray's own name for the switch: "0" = single-node mode, everything on loopback.
+RAY_CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_local_ray_on_loopback() -> bool:
+    """Put the Ray this process will start on loopback; False if Ray was imported too early to tell.
+
+    A value the user set in the environment wins (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1` to let other
+    machines join a Ray started by genre).
+    """
+    os.environ.setdefault(RAY_CLUSTER_MODE_VARIABLE, "0")
+    return "ray._private.ray_constants" not in sys.modules
