@@ -182,7 +182,12 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; 0.5 packs two per GPU"
     )
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
-    parser.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="restarts of a trial's workers from its last checkpoint after a failure",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the sweep already in OUT")
     parser.add_argument(
         "--storage",
@@ -190,12 +195,13 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help="run state and checkpoints: a path (NFS on a cluster) or s3://, gs:// (default: OUT)",
     )
     parser.add_argument("--address", help="Ray cluster to run on (e.g. auto); default: start a local Ray")
-    parser.add_argument("--inject-failure", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--inject-fault", default="", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from genre.config import TrainConfig
+    from genre.faults import parse_faults
     from genre.results import render_table
     from genre.storage import open_storage
     from genre.sweep import SweepConfig, run_sweep
@@ -232,7 +238,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         resume=args.resume,
         address=args.address,
         storage=args.storage,
-        inject_failure=tuple(m for m in args.inject_failure.split(",") if m),
+        faults=parse_faults(args.inject_fault),
     )
     result = run_sweep(config)
     print()

@@ -30,8 +30,8 @@ class TrainConfig:
     # Rows held for shuffling the train split; a fresh order every epoch.
     shuffle_buffer: int = 2048
     torch_threads: int = 1
-    # Hidden, for fault-injection tests: fail at the first training step of epoch 0.
-    inject_failure: bool = False
+    # Hidden, for fault-injection tests: a genre.faults spec (KIND@EPOCH:STEP[:PATH]) or "".
+    fault: str = ""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

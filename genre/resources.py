@@ -55,8 +55,14 @@ def plan_resources(
     cpus_per_trial: float | None = None,
     gpus_per_trial: float = 0.0,
     max_concurrent: int | None = None,
+    largest_node_cpus: float | None = None,
+    largest_node_gpus: float | None = None,
 ) -> ResourcePlan:
-    """Fit the trials into the cluster, or say why they cannot fit."""
+    """Fit the trials into the cluster, or say why they cannot fit.
+
+    A worker runs on one node: on a cluster of several nodes its share is capped at the largest
+    node's CPUs (None: one node holds everything).
+    """
     if num_workers < 1:
         raise UserInputError("--num-workers must be at least 1")
     if gpus_per_trial < 0 or (cpus_per_trial is not None and cpus_per_trial <= 0):
@@ -76,6 +82,7 @@ def plan_resources(
         )
     by_gpu = math.floor(cluster_gpus / gpus_per_trial + 1e-9) if gpus_per_trial else num_trials
     wanted = min(num_trials, max_concurrent or num_trials, by_gpu)
+    explicit_cpus = cpus_per_trial is not None
     if cpus_per_trial is None:
         # Share what is left after Ray Data evenly among the trials that will run together.
         per_trial = _floor(usable / wanted - DRIVER_CPUS)
@@ -87,6 +94,24 @@ def plan_resources(
             f"workers) but only {usable:g} of Ray's {cluster_cpus:g} are free after keeping "
             f"{DATA_CPUS:g} for Ray Data; lower --cpus-per-trial"
         )
+    cpus_per_worker = _floor(cpus_per_trial / num_workers) or GRANULARITY
+    gpus_per_worker = gpus_per_trial / num_workers
+    node_cpus = cluster_cpus if largest_node_cpus is None else largest_node_cpus
+    # On one node, that node also keeps Ray Data's CPU; on several, another node can.
+    worker_cap = _floor(node_cpus - DRIVER_CPUS - (DATA_CPUS if node_cpus >= cluster_cpus else 0.0))
+    if cpus_per_worker > worker_cap + 1e-9:
+        if explicit_cpus:
+            raise UserInputError(
+                f"each worker would need {cpus_per_worker:g} CPUs but the largest node has {node_cpus:g}; "
+                "lower --cpus-per-trial or raise --num-workers"
+            )
+        cpus_per_worker = max(worker_cap, GRANULARITY)
+    node_gpus = cluster_gpus if largest_node_gpus is None else largest_node_gpus
+    if gpus_per_worker > node_gpus + 1e-9:
+        raise UserInputError(
+            f"each worker would need {gpus_per_worker:g} GPUs but the largest node has {node_gpus:g}; "
+            "raise --num-workers to spread a trial over several GPUs"
+        )
     fits = min(math.floor(usable / needed + 1e-9), by_gpu)
     notes = []
     if max_concurrent is not None and max_concurrent > fits:
@@ -94,8 +119,8 @@ def plan_resources(
     concurrent = max(1, min(fits, num_trials, max_concurrent or num_trials))
     return ResourcePlan(
         num_workers=num_workers,
-        cpus_per_worker=_floor(cpus_per_trial / num_workers) or GRANULARITY,
-        gpus_per_worker=gpus_per_trial / num_workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
         max_concurrent=concurrent,
         notes=tuple(notes),
     )

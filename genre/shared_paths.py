@@ -60,8 +60,8 @@ def check_shared(data: Path, storage: Storage, progress: Callable[[str], None] =
         problems.append(f"DATA {str(data)!r} is missing or different on node(s) {', '.join(blind_to_data)}")
     if blind_to_storage:
         problems.append(
-            f"the run storage {str(storage)!r} is a path that node(s) {', '.join(blind_to_storage)} "
-            "do not share (a head-local folder?)"
+            f"the run storage {str(storage)!r} (OUT unless --storage names another) is a path that "
+            f"node(s) {', '.join(blind_to_storage)} do not share (a folder on the head's own disk?)"
         )
     if problems:
         raise UserInputError(

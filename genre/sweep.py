@@ -37,7 +37,7 @@ from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
 from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
 from genre.shared_paths import check_shared
 from genre.storage import Storage, open_storage
-from genre.train_loop import TEST, TRAIN, TRAIN_EVAL, VAL, train_worker
+from genre.train_loop import TEST, TRAIN, TRAIN_EVAL, VAL, attempts, train_worker
 
 EXPERIMENT = "tune"
 TRAIN_RUNS = "train"
@@ -64,14 +64,15 @@ class SweepConfig:
     cpus_per_trial: float | None = None
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
-    max_failures: int = 0
+    # Restarts of a trial's workers from its last checkpoint after a failure (a lost node, a kill).
+    max_failures: int = 1
     resume: bool = False
     address: str | None = None
     # Tune's and Train's run state and the best checkpoints: a path or an s3:// / gs:// URI.
     # None: OUT itself (or, when resuming, the storage the sweep in OUT was started with).
     storage: str | None = None
-    # Hidden, for fault-injection tests: these models fail at their first step.
-    inject_failure: tuple[str, ...] = ()
+    # Hidden, for fault-injection tests: {model: genre.faults spec}.
+    faults: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,6 +102,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     check_shared(config.data, storage, progress)
     _write_sweep_file(out, storage)
     resources = ray.cluster_resources()
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     trials = len(config.models) * config.num_samples
     plan = plan_resources(
         cluster_cpus=resources.get("CPU", 0.0),
@@ -110,6 +112,8 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         cpus_per_trial=config.cpus_per_trial,
         gpus_per_trial=config.gpus_per_trial,
         max_concurrent=config.max_concurrent,
+        largest_node_cpus=max((node.get("CPU", 0.0) for node in nodes), default=None),
+        largest_node_gpus=max((node.get("GPU", 0.0) for node in nodes), default=None),
     )
     for note in plan.notes:
         progress(f"note: {note}")
@@ -192,7 +196,10 @@ def _tuner(
         run_config=tune.RunConfig(
             name=EXPERIMENT,
             **_ray_storage(storage),
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            # Ray Train restarts a trial's workers in place (max_failures there). A trial that still
+            # fails is final here: retrying it in Tune as well would multiply the attempts; a lost
+            # trial driver is picked up again by --resume.
+            failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[LiveView()],
             verbose=0,
         ),
@@ -286,7 +293,7 @@ def _trial_setup(
         "cpus_per_worker": plan.cpus_per_worker,
         "gpus_per_worker": plan.gpus_per_worker,
         "max_failures": config.max_failures,
-        "inject_failure": list(config.inject_failure),
+        "faults": dict(config.faults),
     }
 
 
@@ -302,7 +309,7 @@ def genre_trial(
         "model": model,
         "pretrained": setup["pretrained"][model],
         "checkpoint_dir": storage.child(CHECKPOINTS, f"{model}-{trial_id}").location,
-        "inject_failure": model in setup["inject_failure"],
+        "fault": setup["faults"].get(model, ""),
     }
     if "lr_scale" in trial_config:
         overrides["lr"] = _trial_lr(base, trial_config)
@@ -358,6 +365,7 @@ def open_datasets(data: str | Path) -> dict[str, ray.data.Dataset]:
 def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, histories = [], []
     manifest_sha = manifest_hash(config.data)
+    storage = _run_storage(config, config.out.resolve())
     for result in grid:
         trial_config = result.config or {}
         metrics = result.metrics or {}
@@ -369,7 +377,11 @@ def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.Da
             "model": trial_config.get("model"),
             "trial_id": trial_id,
             "status": status,
-            "error": _one_line(result.error) if result.error else "",
+            "error": _error_line(result.error) if result.error else "",
+            "retries": max(
+                attempts(storage.child(CHECKPOINTS, f"{trial_config.get('model')}-{trial_id}").location) - 1,
+                0,
+            ),
             "split_protocol": _protocol(manifest),
             "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
             "seed": config.train.seed,
@@ -405,6 +417,14 @@ def _trial_id_from_path(path: str | None) -> str:
     # Tune names trial folders "<trainable>_<experiment-id>_<index>_<params>..."; the id is the pair.
     match = re.search(r"_([0-9a-f]{5}_\d{5})", path or "")
     return match.group(1) if match else ""
+
+
+def _error_line(error: BaseException) -> str:
+    """The error's one line, with what to do about running out of memory."""
+    line = _one_line(error)
+    if "OutOfMemoryError" in line:
+        line += " (lower --batch-size, or give each trial more memory: fewer trials per GPU)"
+    return line
 
 
 def _one_line(error: BaseException) -> str:

@@ -26,19 +26,19 @@ from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import autocast, grad_scaler, resolve_amp
 from genre.checkpoints import best_location, load_checkpoint, save_best
 from genre.config import TrainConfig
+from genre.faults import Fault
 from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
+from genre.storage import open_storage
 
 STATE_FILE = "state.pt"
+# In each trial's checkpoint folder: how many times its training loop has started.
+ATTEMPTS_FILE = "attempts"
 EVAL_BATCH = 256
 # Ray Data splits only the training set across workers; evaluation sets reach every worker whole,
 # and rank 0 alone scores them, so metrics never depend on the number of workers.
 TRAIN, TRAIN_EVAL, VAL, TEST = "train", "train_eval", "val", "test"
-
-
-class InjectedFailure(RuntimeError):
-    """Raised on purpose by fault-injection tests."""
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -50,6 +50,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     rank = context.get_world_rank()
     torch.set_num_threads(config.torch_threads)
     _seed_everything(config.seed + rank)
+    if rank == 0:
+        _count_attempt(config.checkpoint_dir)
+    fault = Fault.parse(config.fault) if config.fault else None
 
     device = ray.train.torch.get_device()
     spec = get_spec(config.model)
@@ -75,8 +78,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         model.train()
         seen = 0
         for step, batch in enumerate(_train_batches(config, epoch, device)):
-            if config.inject_failure and epoch == 0 and step == 0:
-                raise InjectedFailure(f"injected failure in {config.model} (test hook)")
+            if fault:
+                fault.trigger_at(epoch, step, config.model)
             inputs, targets = as_model_input(batch["mel"], device), batch["label"].long()
             with autocast(amp, device):
                 logits = model(inputs)
@@ -214,6 +217,17 @@ def _restore(
     optimizer.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
     return dict(saved["state"])
+
+
+def attempts(checkpoint_dir: str) -> int:
+    """How many times a trial's training loop has started (1 + its restarts); 0 if never."""
+    record = open_storage(checkpoint_dir).child(ATTEMPTS_FILE)
+    return int(record.read_bytes()) if record.exists() else 0
+
+
+def _count_attempt(checkpoint_dir: str) -> None:
+    # Rank 0 only, once per start: a restart after a failure or a resumed sweep adds one.
+    open_storage(checkpoint_dir).child(ATTEMPTS_FILE).write_bytes(b"%d" % (attempts(checkpoint_dir) + 1))
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,23 +1,37 @@
 """The cluster path: manifests that agree with the pins, and a real `ray job submit` to a local head."""
 
-import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
-import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
+import psutil
 import pytest
 import ray
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-RAY_CLI = str(Path(sys.executable).parent / "ray")
+from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
+from tests.ray_nodes import (
+    LOOPBACK,
+    RAY_CLI,
+    REPO,
+    can_hide_a_folder_from_a_node,
+    free_port,
+    kill_nodes,
+    listening_addresses,
+    node_ports,
+    processes_of,
+    ray_environment,
+    short_temp_dir,
+    start_local_head,
+    wait_for_http,
+)
+
 # GPUs per instance type used in the launcher YAML.
 GPUS_PER_INSTANCE = {"g5.xlarge": 1, "g5.12xlarge": 4, "p4d.24xlarge": 8}
 
@@ -83,43 +97,42 @@ def test_nothing_listens_on_a_public_address_by_default():
     assert any("--dashboard-host=127.0.0.1" in c for c in launcher["head_start_ray_commands"])
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def local_head():
-    """A Ray head on loopback with free ports, as `cluster/local-head.sh` starts one; stopped after."""
-    gcs, dashboard = free_port(), free_port()
-    # A short folder: Ray's Unix sockets live under it, and socket paths are limited to 107 bytes.
-    temp = tempfile.mkdtemp(prefix="genre-ray-", dir="/tmp")
-    # Jobs run `python` from PATH: this environment's, as the image's would be on a cluster.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run(
-        [RAY_CLI, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         # Its own agent port: the test session's Ray already holds the default one (52365).
-         f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}"],
-        capture_output=True, env=env, check=True, timeout=180,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        subprocess.run(["pkill", "-9", "-f", temp], check=False)
+    """A head started by `cluster/local-head.sh` on free loopback ports; stopped after."""
+    temp = short_temp_dir()
+    job_api, gcs = start_local_head(temp)
+    if not wait_for_http(f"{job_api}/api/version"):
+        kill_nodes(temp)
         pytest.fail("the local Ray head did not start")
-    yield address
-    # Stop this head's processes only (they all name its folder): `ray stop` would stop every Ray
-    # on the machine, the test session's included.
-    subprocess.run(["pkill", "-9", "-f", temp], check=False)
+    yield SimpleNamespace(job_api=job_api, gcs=gcs, temp=temp)
+    kill_nodes(temp)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_local_head_listens_on_loopback_only(local_head):
+    addresses = listening_addresses(processes_of(local_head.temp))
+    # GCS, raylet (node manager, object manager), dashboard and its agents, the client server.
+    assert len(addresses) >= 6, addresses
+    assert {ip for ip, _ in addresses} <= LOOPBACK, addresses
+
+
+def test_genre_starts_its_own_ray_on_loopback_only(tiny_audio, tmp_path):
+    env = ray_environment()
+    env.pop(RAY_CLUSTER_MODE_VARIABLE, None)  # `genre` must choose loopback itself
+    command = [sys.executable, "-m", "genre.cli", "prepare", str(tiny_audio), str(tmp_path / "data")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver, seen = psutil.Process(process.pid), set()
+    while process.poll() is None:
+        try:
+            seen |= listening_addresses([driver, *driver.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors[-3000:]
+    assert len(seen) >= 4, seen  # its GCS, raylet, agents and the driver's own worker
+    assert {ip for ip, _ in seen} <= LOOPBACK, seen
 
 
 def test_a_sweep_submitted_with_ray_job_submit_writes_its_results(local_head, tiny_dataset, tmp_path):
@@ -129,7 +142,7 @@ def test_a_sweep_submitted_with_ray_job_submit_writes_its_results(local_head, ti
     (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
     out = tmp_path / "run"
     command = [
-        RAY_CLI, "job", "submit", "--address", local_head, "--working-dir", str(REPO),
+        RAY_CLI, "job", "submit", "--address", local_head.job_api, "--working-dir", str(REPO),
         "--runtime-env", str(tmp_path / "runtime_env.yaml"), "--",
         "bash", "jobs/sweep.sh", str(tiny_dataset), str(out), "--models", "cnn3", "--epochs", "1",
         "--pretrained", "no",
@@ -144,3 +157,66 @@ def test_a_sweep_submitted_with_ray_job_submit_writes_its_results(local_head, ti
     assert "succeeded" in job.stdout
     table = pd.read_parquet(out / "results.parquet")
     assert list(table["model"]) == ["cnn3"] and table.loc[0, "status"] == "completed"
+
+
+def routable_address() -> str:
+    """This machine's address as Ray picks it for a node (a UDP connect sends no packet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("8.8.8.8", 80))
+        return probe.getsockname()[0]
+
+
+@pytest.fixture(scope="module")
+def two_nodes_one_blind(tmp_path_factory):
+    """A cluster of two nodes where the second does not see the head's folder `head-only`.
+
+    The second node runs in a mount namespace of its own with an empty tmpfs over that folder: the
+    situation of a run folder on the head's own disk. Both nodes live on this machine (cluster mode,
+    on its routable address, for the length of these tests).
+    """
+    if not can_hide_a_folder_from_a_node():
+        pytest.skip("hiding a folder from a node needs unshare and mount (root)")
+    root = tmp_path_factory.mktemp("two-nodes")
+    head_only = root / "head-only"
+    head_only.mkdir()
+    temp = short_temp_dir()
+    env = ray_environment(**{RAY_CLUSTER_MODE_VARIABLE: "1"})  # cluster mode: a second node may join
+    gcs = f"{routable_address()}:{free_port()}"
+    # Two CPUs each: the CPU genre keeps free for Ray Data must be whole on one node.
+    head = [RAY_CLI, "start", "--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=2",
+            f"--temp-dir={temp}", f"--dashboard-port={free_port()}", *node_ports()]  # fmt: skip
+    blind = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs genre-hidden "$1" && shift && exec "$@"', "sh", str(head_only),
+             RAY_CLI, "start", f"--address={gcs}", "--num-cpus=2", *node_ports()]  # fmt: skip
+    try:
+        for command in (head, blind):
+            subprocess.run(command, env=env, capture_output=True, check=True, timeout=180)
+        yield SimpleNamespace(address=gcs, root=root, head_only=head_only, env=env)
+    finally:
+        kill_nodes(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def cluster_sweep(cluster, data, out) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "genre.cli", "sweep", str(data), str(out), "--address", cluster.address,
+               "--models", "cnn3", "--epochs", "1", "--pretrained", "no"]  # fmt: skip
+    return subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_run_folder_one_node_cannot_see_is_refused_before_any_trial(two_nodes_one_blind, tiny_dataset):
+    out = two_nodes_one_blind.head_only / "run"
+    sweep = cluster_sweep(two_nodes_one_blind, tiny_dataset, out)
+    assert sweep.returncode == 2, sweep.stdout[-2000:] + sweep.stderr[-2000:]
+    assert "same on all 2 nodes" in sweep.stdout
+    error = sweep.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"genre sweep: error: the run storage '{out}' (OUT unless --storage")
+    assert "do not share" in error and "--storage s3://" in error
+    assert not (out / "tune").exists() and not (out / "results.parquet").exists()
+
+
+def test_a_run_folder_every_node_sees_runs_the_sweep_across_the_nodes(two_nodes_one_blind, tiny_dataset):
+    out = two_nodes_one_blind.root / "shared" / "run"
+    sweep = cluster_sweep(two_nodes_one_blind, tiny_dataset, out)
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
+    table = pd.read_parquet(out / "results.parquet")
+    assert table.loc[0, "status"] == "completed", table.loc[0, "error"]

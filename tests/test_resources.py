@@ -51,3 +51,20 @@ def test_workers_split_the_trials_cpus():
 def test_one_cpu_is_too_few_for_a_sweep():
     with pytest.raises(UserInputError, match="needs at least 2"):
         plan_resources(cluster_cpus=1, cluster_gpus=0, num_trials=1)
+
+
+def test_a_worker_never_asks_for_more_cpus_than_one_node_has():
+    # Two nodes of 2 CPUs: 3 CPUs are free for one trial, but its one worker must fit on one node.
+    plan = plan_resources(cluster_cpus=4, cluster_gpus=0, num_trials=1, largest_node_cpus=2)
+    assert plan.cpus_per_worker <= 2 - DRIVER_CPUS
+    with pytest.raises(UserInputError, match="largest node has 2"):
+        plan_resources(cluster_cpus=4, cluster_gpus=0, num_trials=1, cpus_per_trial=2.5, largest_node_cpus=2)
+
+
+def test_a_worker_never_asks_for_more_gpus_than_one_node_has():
+    with pytest.raises(UserInputError, match="raise --num-workers"):
+        plan_resources(cluster_cpus=32, cluster_gpus=8, num_trials=1, gpus_per_trial=2, largest_node_gpus=1)
+    plan = plan_resources(
+        cluster_cpus=32, cluster_gpus=8, num_trials=1, gpus_per_trial=2, num_workers=2, largest_node_gpus=1
+    )
+    assert plan.gpus_per_worker == 1

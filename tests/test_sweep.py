@@ -62,7 +62,7 @@ def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_mod
 
 
 def test_a_failing_model_leaves_an_error_row_and_bf16_runs_on_cpu(tiny_dataset, tmp_path):
-    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), amp="bf16", inject_failure=("cnn4",))
+    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), amp="bf16", faults={"cnn4": "raise@0:0"})
     rows = table.set_index("model")
     assert rows.loc["cnn4", "status"] == "error"
     assert "InjectedFailure: injected failure in cnn4" in rows.loc["cnn4", "error"]
