@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,6 +43,10 @@ from data_pipeline.split import (
 )
 
 Progress = Callable[[str], None]
+# In a partial dataset folder: "<host> <pid>" of the run writing it.
+OWNER_FILE = ".owner"
+# Writing failed for want of space or permission: the user's to fix, not a bug.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         f"prepare: {len(tracks)} tracks in {len(labels)} genres from {discovery.source} "
         f"({len(discovery.skipped)} files skipped)"
     )
+    for stale in _remove_interrupted_staging(config.out):
+        progress(f"removed {stale.name}, left by an interrupted run")
     staging = _make_staging(config.out)
     try:
         connect_ray(config.ray_address)
@@ -114,9 +122,16 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, staging)
         manifest["run"] = _run_stats(summaries, time.perf_counter() - started)
         write_manifest(staging, manifest)
+        (staging / OWNER_FILE).unlink()
         _move_into_place(staging, config.out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        disk_error = _disk_error(error)
+        if disk_error is not None:
+            raise UserInputError(
+                f"cannot write the dataset next to OUT {str(config.out)!r}: {disk_error.strerror}; "
+                "nothing was kept: free space or choose another OUT"
+            ) from None
         raise
     return PrepareResult(config.out, manifest)
 
@@ -146,12 +161,57 @@ def _plan_split(config: PrepareConfig, tracks: list[Track], ratios: tuple[float,
 
 def _make_staging(out: Path) -> Path:
     # A sibling of OUT, so the final move is a rename on one filesystem.
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging = out.parent / f"{_staging_prefix(out)}{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
+        # Who is writing it: a later run removes the folder once this process is gone.
+        (staging / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
         raise UserInputError(f"cannot write next to OUT {str(out)!r}: {error.strerror}") from None
     return staging
+
+
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _remove_interrupted_staging(out: Path) -> list[Path]:
+    """Delete the partial folders of OUT whose run was killed (its process gone, on this machine)."""
+    removed = []
+    for folder in out.parent.glob(f"{_staging_prefix(out)}*"):
+        try:
+            host, pid = (folder / OWNER_FILE).read_text().split()
+        except (OSError, ValueError):
+            # Killed before it named its owner, a moment after it was made.
+            host, pid = socket.gethostname(), "0"
+        if host == socket.gethostname() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _disk_error(error: BaseException) -> OSError | None:
+    """The out-of-space, read-only or permission error behind a (Ray-wrapped) failure, if any."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            return error
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+        seen += 1
+    return None
 
 
 def _run_featurize(

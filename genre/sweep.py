@@ -96,11 +96,14 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     if storage.child(EXPERIMENT).exists() and not config.resume:
         where = "OUT" if storage.location == str(out) else f"the storage {storage}"
         raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_sweep_file(out, storage)
+    except OSError as error:
+        raise UserInputError(f"cannot write to OUT {str(config.out)!r}: {error.strerror}") from None
 
     connect_ray(config.address, dashboard=True, worker_logs=False)
     check_shared(config.data, storage, progress)
-    _write_sweep_file(out, storage)
     resources = ray.cluster_resources()
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     trials = len(config.models) * config.num_samples

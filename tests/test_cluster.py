@@ -180,8 +180,10 @@ def two_nodes_one_blind(tmp_path_factory):
     head_only = root / "head-only"
     head_only.mkdir()
     temp = short_temp_dir()
-    env = ray_environment(**{RAY_CLUSTER_MODE_VARIABLE: "1"})  # cluster mode: a second node may join
     gcs = f"{routable_address()}:{free_port()}"
+    # Cluster mode, so that a second node may join; RAY_ADDRESS, so that the processes of this
+    # cluster never ask which of the machine's two Rays (this one, the test session's) they are in.
+    env = ray_environment(**{RAY_CLUSTER_MODE_VARIABLE: "1", "RAY_ADDRESS": gcs})
     # Two CPUs each: the CPU genre keeps free for Ray Data must be whole on one node.
     head = [RAY_CLI, "start", "--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=2",
             f"--temp-dir={temp}", f"--dashboard-port={free_port()}", *node_ports()]  # fmt: skip

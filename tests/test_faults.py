@@ -1,0 +1,162 @@
+"""Faults injected for real: killed workers, sweeps and prepares, errors in trials, unwritable OUT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from data_pipeline.manifest import is_dataset
+from genre.results import TABLE_COLUMNS
+from tests.conftest import sweep
+from tests.ray_nodes import can_hide_a_folder_from_a_node, ray_environment
+
+GENRE = [sys.executable, "-m", "genre.cli"]
+
+
+def wait_for_file(path: Path, seconds: float = 300) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.is_file():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never appeared")
+
+
+def epochs_per_trial(out: Path) -> dict[str, list[int]]:
+    history = pd.read_parquet(out / "history.parquet")
+    return {model: sorted(group["epoch"].astype(int)) for model, group in history.groupby("model")}
+
+
+def test_a_train_worker_killed_mid_epoch_restarts_from_its_last_checkpoint(tiny_dataset, tmp_path):
+    pid_file, out = tmp_path / "worker.pid", tmp_path / "run"
+    # 18 training segments in batches of 16: epoch 1, step 1 is the middle of the second epoch.
+    killer = threading.Thread(target=lambda: os.kill(wait_for_file(pid_file), signal.SIGKILL), daemon=True)
+    killer.start()
+    table = sweep(tiny_dataset, out, ("cnn3",), epochs=3, faults={"cnn3": f"pause@1:1:{pid_file}"})
+    killer.join(timeout=1)
+
+    row = table.iloc[0]
+    assert row["status"] == "completed", row["error"]
+    assert row["retries"] == 1
+    # Epoch 0 was not trained again: the restart began at epoch 1, from epoch 0's checkpoint.
+    assert epochs_per_trial(out) == {"cnn3": [0, 1, 2]}
+
+
+def test_an_exception_and_an_out_of_memory_leave_error_rows_and_the_others_finish(tiny_dataset, tmp_path):
+    faults = {"cnn4": "raise@0:1", "cnn4_gru": "oom@0:0"}
+    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4", "cnn4_gru"), faults=faults).set_index("model")
+    assert table.loc["cnn3", "status"] == "completed" and table.loc["cnn3", "retries"] == 0
+    assert table.loc["cnn4", "status"] == "error"
+    assert "InjectedFailure: injected failure in cnn4 at epoch 0, step 1" in table.loc["cnn4", "error"]
+    assert table.loc["cnn4_gru", "status"] == "error"
+    assert "OutOfMemoryError" in table.loc["cnn4_gru", "error"]
+    assert "lower --batch-size" in table.loc["cnn4_gru", "error"]
+    # Ray Train restarted each failing trial's workers once (--max-failures 1) before giving up.
+    assert table.loc["cnn4", "retries"] == 1 and table.loc["cnn4_gru", "retries"] == 1
+
+
+def start_sweep(data: Path, out: Path, *options: str) -> subprocess.Popen:
+    command = [*GENRE, "sweep", str(data), str(out), "--models", "cnn3,cnn4", "--epochs", "3",
+               "--pretrained", "no", "--max-concurrent", "1", *options]  # fmt: skip
+    return subprocess.Popen(command, env=ray_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+
+
+def stop_and_wait(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Send `sig` to the sweep and wait until it and the local Ray it started are gone."""
+    family = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    for leftover in alive:  # a Ray process that outlived its driver
+        leftover.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tiny_dataset, tmp_path, sig):
+    out, pid_file = tmp_path / "run", tmp_path / "cnn4.pid"
+    # One trial at a time: cnn3 finishes, then cnn4 pauses in its second epoch and the sweep is killed.
+    first = start_sweep(tiny_dataset, out, "--inject-fault", f"cnn4=pause@1:1:{pid_file}")
+    wait_for_file(pid_file)
+    stop_and_wait(first, sig)
+    assert not (out / "results.parquet").exists()
+
+    resume = [*GENRE, "sweep", str(tiny_dataset), str(out), "--resume", "--models", "cnn3,cnn4",
+              "--epochs", "3", "--pretrained", "no", "--max-concurrent", "1"]  # fmt: skip
+    resumed = subprocess.run(resume, env=ray_environment(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    table = pd.read_parquet(out / "results.parquet").set_index("model")
+    assert list(table.reset_index().columns) == TABLE_COLUMNS
+    assert set(table["status"]) == {"completed"}
+    # cnn3 ran once; cnn4 started twice and went on from its checkpoint: no epoch trained twice.
+    assert table.loc["cnn3", "retries"] == 0 and table.loc["cnn4", "retries"] == 1
+    assert epochs_per_trial(out) == {"cnn3": [0, 1, 2], "cnn4": [0, 1, 2]}
+
+
+def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_completes(tiny_audio, tmp_path):
+    out = tmp_path / "data"
+    command = [*GENRE, "prepare", str(tiny_audio), str(out), "--tracks-per-shard", "1"]
+    first = subprocess.Popen(
+        command, env=ray_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".data.partial-*/*/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop_and_wait(first, signal.SIGKILL)
+    partial = list(tmp_path.glob(".data.partial-*"))
+    assert partial and not is_dataset(out)  # killed part-way: shards written, no dataset
+
+    rerun = subprocess.run(command, env=ray_environment(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert is_dataset(out) and "left by an interrupted run" in rerun.stdout
+    assert not list(tmp_path.glob(".data.partial-*"))  # the killed run's folder is gone
+
+
+hide = pytest.mark.skipif(not can_hide_a_folder_from_a_node(), reason="needs unshare and mount (root)")
+
+
+def in_own_mount(mount_options: str, folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """Run `command` with a tmpfs mounted on `folder` (read-only, or tiny) in a namespace of its own.
+
+    Root ignores file permissions: a read-only or full filesystem is the way to refuse it a write.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    script = 'mount -t tmpfs -o "$1" genre-test "$2" && shift 2 && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", mount_options,
+         str(folder), *command],
+        env=ray_environment(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@hide
+def test_a_read_only_out_stops_the_sweep_before_any_trial(tiny_dataset, tmp_path):
+    locked = tmp_path / "locked"
+    run = in_own_mount(
+        "ro", locked, [*GENRE, "sweep", str(tiny_dataset), str(locked / "run"), "--models", "cnn3"]
+    )
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"genre sweep: error: cannot write to OUT '{locked / 'run'}': Read-only file system"
+    )
+    assert "sweep:" not in run.stdout  # nothing was planned or started
+
+
+@hide
+def test_prepare_into_a_full_disk_says_so_and_keeps_nothing_partial(tiny_audio, tmp_path):
+    full = tmp_path / "full"
+    run = in_own_mount("size=96k", full, [*GENRE, "prepare", str(tiny_audio), str(full / "data")])
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"genre prepare: error: cannot write the dataset next to OUT '{full / 'data'}': No space left on "
+        "device; nothing was kept: free space or choose another OUT"
+    )
