@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -129,7 +130,7 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         disk_error = _disk_error(error)
         if disk_error is not None:
             raise UserInputError(
-                f"cannot write the dataset next to OUT {str(config.out)!r}: {disk_error.strerror}; "
+                f"cannot write the dataset next to OUT {str(config.out)!r}: {disk_error}; "
                 "nothing was kept: free space or choose another OUT"
             ) from None
         raise
@@ -203,14 +204,21 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _disk_error(error: BaseException) -> OSError | None:
-    """The out-of-space, read-only or permission error behind a (Ray-wrapped) failure, if any."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
-            return error
-        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
-        seen += 1
+def _disk_error(error: BaseException) -> str | None:
+    """What the out-of-space, read-only or permission error behind a failure says, if there is one.
+
+    A Ray Data task's error reaches the driver wrapped, its OSError only in the remote traceback's text.
+    """
+    current: BaseException | None = error
+    for _ in range(10):
+        if current is None:
+            break
+        if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
+            return os.strerror(current.errno)
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    for number in map(int, re.findall(r"\[Errno (\d+)\]", str(error))):
+        if number in DISK_ERRNOS:
+            return os.strerror(number)
     return None
 
 

@@ -240,7 +240,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
         storage=args.storage,
         faults=parse_faults(args.inject_fault),
     )
-    result = run_sweep(config)
+    try:
+        result = run_sweep(config)
+    except KeyboardInterrupt:
+        print("genre sweep: to continue, run the same command with --resume", file=sys.stderr)
+        raise
     print()
     print(render_table(result.table))
     print()

@@ -137,6 +137,9 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C stops the sweep at once, as a kill would: Tune's own handler would instead wind the
+    # trials down and return them as if the sweep had ended. Its state is saved as it goes, for --resume.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     grid = tuner.fit()
 
@@ -376,7 +379,7 @@ def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.Da
         finished = bool(metrics.get("final"))
         status = "completed" if finished else "error" if result.error else "stopped"
         row = {
-            **{k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            **{k: v for k, v in metrics.items() if not isinstance(v, dict) and k != "history"},
             "model": trial_config.get("model"),
             "trial_id": trial_id,
             "status": status,
@@ -396,7 +399,10 @@ def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.Da
             "config": config_json({**config.train.to_dict(), **trial_config}),
         }
         rows.append(row)
-        frame = result.metrics_dataframe
+        # A finished trial's own record of its epochs; else what Tune saw (an interrupted trial
+        # restarted from a checkpoint may miss epochs reported before the interruption).
+        history = metrics.get("history")
+        frame = pd.DataFrame(json.loads(history)) if history else result.metrics_dataframe
         if frame is not None and not frame.empty:
             epochs = frame[frame.get("final", pd.Series(0, index=frame.index)).fillna(0) != 1].copy()
             epochs["model"], epochs["trial_id"] = row["model"], row["trial_id"]

@@ -7,6 +7,7 @@ at the end the best epoch's weights are scored on train, val and test.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import tempfile
 import time
@@ -117,6 +118,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 )
         metrics["best_epoch"] = state.get("best_epoch", epoch)
         metrics["epoch_time_s"] = time.perf_counter() - epoch_started
+        # Carried in the checkpoints: a trial restarted after a kill still reports every epoch once.
+        state["history"] = [*state.get("history", []), dict(metrics)]
         state["epoch"], state["started_at"] = epoch, started_at
         _report_with_state(metrics, plain_model, optimizer, scaler, state, rank)
 
@@ -143,6 +146,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         started_at=started_at,
         finished_at=time.time(),
         checkpoint=best_location(config.checkpoint_dir),
+        history=json.dumps(state.get("history", [])),
     )
     ray.train.report(final)
 
