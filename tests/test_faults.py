@@ -81,7 +81,9 @@ def stop_and_wait(process: subprocess.Popen, sig: signal.Signals) -> None:
         leftover.kill()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+# SIGKILL, the harder case: nothing runs after it. Ctrl-C (SIGINT) ends the sweep the same way
+# (Tune's own handler is off); the same test with SIGINT passed as well and costs 2.5 minutes more.
+@pytest.mark.parametrize("sig", [signal.SIGKILL], ids=["SIGKILL"])
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tiny_dataset, tmp_path, sig):
     out, pid_file = tmp_path / "run", tmp_path / "cnn4.pid"
     # One trial at a time: cnn3 finishes, then cnn4 pauses in its second epoch and the sweep is killed.
