@@ -13,17 +13,15 @@ or the other nodes cannot reach the objects it owns.
 from __future__ import annotations
 
 import os
-import sys
 
 # Ray's own name for the switch: "0" = single-node mode, everything on loopback.
 RAY_CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def keep_local_ray_on_loopback() -> bool:
-    """Put the Ray this process will start on loopback; False if Ray was imported too early to tell.
+def keep_local_ray_on_loopback() -> None:
+    """Put the Ray this process will start on loopback (call it before anything imports `ray`).
 
     A value the user set in the environment wins (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1` to let other
     machines join a Ray started by genre).
     """
     os.environ.setdefault(RAY_CLUSTER_MODE_VARIABLE, "0")
-    return "ray._private.ray_constants" not in sys.modules

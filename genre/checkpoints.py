@@ -48,9 +48,9 @@ def save_best(
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    target = best_location(folder)
-    open_storage(target).write_bytes(buffer.getvalue())
-    return target
+    target = open_storage(folder).child(BEST_NAME)
+    target.write_bytes(buffer.getvalue())
+    return target.location
 
 
 def best_location(folder: str | Path) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
@@ -400,10 +400,11 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from genre.evaluate import evaluate, render_evaluation
     from genre.predict import best_checkpoint
+    from genre.storage import open_storage
 
     checkpoint = best_checkpoint(args.run, args.model)
     # Named like the checkpoint's folder (<model>-<trial>), whether it is a path or a URI.
-    trial_folder = checkpoint.split("?")[0].rstrip("/").split("/")[-2]
+    trial_folder = PurePosixPath(open_storage(checkpoint).path).parent.name
     out = args.out or args.run / "evaluation" / trial_folder
     result = evaluate(args.data, checkpoint, out, args.split)
     print(render_evaluation(result))

@@ -8,7 +8,6 @@ the driver wrote (storage) and the dataset's manifest (DATA), and refuses the sw
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from data_pipeline.errors import UserInputError
-from data_pipeline.manifest import MANIFEST_NAME
+from data_pipeline.manifest import manifest_hash
 from genre.storage import Storage
 
 # A first task on a fresh node may wait for its runtime environment (pip) to install.
@@ -47,9 +46,9 @@ def check_shared(data: Path, storage: Storage, progress: Callable[[str], None] =
         if len(nodes) < 2:
             return
         progress(f"checking that DATA and the run storage are the same on all {len(nodes)} nodes")
-        manifest = Path(data).resolve() / MANIFEST_NAME
-        expected_manifest = _sha256(manifest)
-        seen = _ask_every_node(nodes, str(manifest), probe.path if storage.is_local else None)
+        data_folder = str(Path(data).resolve())
+        expected_manifest = _manifest_digest(data_folder)
+        seen = _ask_every_node(nodes, data_folder, probe.path if storage.is_local else None)
     finally:
         probe.delete_file()
 
@@ -72,19 +71,19 @@ def check_shared(data: Path, storage: Storage, progress: Callable[[str], None] =
 
 
 @ray.remote(num_cpus=0)
-def _look(manifest: str, probe: str | None) -> tuple[str, str | None, str | None]:
-    """Run on one node: this node's address, the manifest's digest, the probe's token."""
+def _look(data: str, probe: str | None) -> tuple[str, str | None, str | None]:
+    """Run on one node: this node's address, DATA's manifest digest, the probe's token."""
     found = Path(probe).read_text() if probe and Path(probe).is_file() else None
-    return ray.util.get_node_ip_address(), _sha256(Path(manifest)), found
+    return ray.util.get_node_ip_address(), _manifest_digest(data), found
 
 
 def _ask_every_node(
-    nodes: list[dict], manifest: str, probe: str | None
+    nodes: list[dict], data: str, probe: str | None
 ) -> dict[str, tuple[str | None, str | None]]:
     refs = [
         _look.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-        ).remote(manifest, probe)
+        ).remote(data, probe)
         for node in nodes
     ]
     try:
@@ -101,8 +100,9 @@ def _ask_every_node(
     }
 
 
-def _sha256(path: Path) -> str | None:
+def _manifest_digest(data: str) -> str | None:
+    """DATA's manifest digest as this node sees it; None where the node has no such file."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return manifest_hash(data)
     except OSError:
         return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -143,7 +144,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     grid = tuner.fit()
 
-    table, history = _collect(grid, config, manifest)
+    table, history = _collect(grid, config, manifest, storage)
     header = {
         "data": str(Path(config.data).resolve()),
         "manifest_sha256": manifest_hash(config.data),
@@ -173,11 +174,19 @@ def _write_sweep_file(out: Path, storage: Storage) -> None:
     (out / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
+def _ray_filesystem(storage: Storage) -> pafs.FileSystem | None:
+    """Ray opens a local path itself; a URI's filesystem comes with its options (endpoint, region)."""
+    return None if storage.is_local else storage.filesystem
+
+
 def _ray_storage(storage: Storage) -> dict[str, Any]:
-    """RunConfig arguments: Ray opens a local path itself; a URI's filesystem comes with its options."""
-    if storage.is_local:
-        return {"storage_path": storage.path}
-    return {"storage_path": storage.path, "storage_filesystem": storage.filesystem}
+    """RunConfig's storage arguments."""
+    return {"storage_path": storage.path, "storage_filesystem": _ray_filesystem(storage)}
+
+
+def _trial_folder(storage: Storage, model: str | None, trial_id: str) -> Storage:
+    """Where a trial keeps its best checkpoint and its attempt count."""
+    return storage.child(CHECKPOINTS, f"{model}-{trial_id}")
 
 
 def _tuner(
@@ -185,7 +194,7 @@ def _tuner(
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
     experiment = storage.child(EXPERIMENT)
-    filesystem = None if storage.is_local else storage.filesystem
+    filesystem = _ray_filesystem(storage)
     if config.resume and tune.Tuner.can_restore(experiment.path, storage_filesystem=filesystem):
         progress(f"resuming the sweep in {experiment}")
         return tune.Tuner.restore(
@@ -314,7 +323,7 @@ def genre_trial(
     overrides: dict[str, Any] = {
         "model": model,
         "pretrained": setup["pretrained"][model],
-        "checkpoint_dir": storage.child(CHECKPOINTS, f"{model}-{trial_id}").location,
+        "checkpoint_dir": _trial_folder(storage, model, trial_id).location,
         "fault": setup["faults"].get(model, ""),
     }
     if "lr_scale" in trial_config:
@@ -368,10 +377,11 @@ def open_datasets(data: str | Path) -> dict[str, ray.data.Dataset]:
     }
 
 
-def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _collect(
+    grid, config: SweepConfig, manifest: dict[str, Any], storage: Storage
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, histories = [], []
     manifest_sha = manifest_hash(config.data)
-    storage = _run_storage(config, config.out.resolve())
     for result in grid:
         trial_config = result.config or {}
         metrics = result.metrics or {}
@@ -385,8 +395,7 @@ def _collect(grid, config: SweepConfig, manifest: dict[str, Any]) -> tuple[pd.Da
             "status": status,
             "error": _error_line(result.error) if result.error else "",
             "retries": max(
-                attempts(storage.child(CHECKPOINTS, f"{trial_config.get('model')}-{trial_id}").location) - 1,
-                0,
+                attempts(_trial_folder(storage, trial_config.get("model"), trial_id).location) - 1, 0
             ),
             "split_protocol": _protocol(manifest),
             "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,

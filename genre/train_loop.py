@@ -31,7 +31,7 @@ from genre.faults import Fault
 from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
-from genre.storage import open_storage
+from genre.storage import Storage, open_storage
 
 STATE_FILE = "state.pt"
 # In each trial's checkpoint folder: how many times its training loop has started.
@@ -225,13 +225,17 @@ def _restore(
 
 def attempts(checkpoint_dir: str) -> int:
     """How many times a trial's training loop has started (1 + its restarts); 0 if never."""
-    record = open_storage(checkpoint_dir).child(ATTEMPTS_FILE)
+    return _attempts_in(open_storage(checkpoint_dir).child(ATTEMPTS_FILE))
+
+
+def _attempts_in(record: Storage) -> int:
     return int(record.read_bytes()) if record.exists() else 0
 
 
 def _count_attempt(checkpoint_dir: str) -> None:
     # Rank 0 only, once per start: a restart after a failure or a resumed sweep adds one.
-    open_storage(checkpoint_dir).child(ATTEMPTS_FILE).write_bytes(b"%d" % (attempts(checkpoint_dir) + 1))
+    record = open_storage(checkpoint_dir).child(ATTEMPTS_FILE)
+    record.write_bytes(b"%d" % (_attempts_in(record) + 1))
 
 
 def _seed_everything(seed: int) -> None:
