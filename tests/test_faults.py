@@ -36,25 +36,22 @@ def epochs_per_trial(out: Path) -> dict[str, list[int]]:
     return {model: sorted(group["epoch"].astype(int)) for model, group in history.groupby("model")}
 
 
-def test_a_train_worker_killed_mid_epoch_restarts_from_its_last_checkpoint(tiny_dataset, tmp_path):
+def test_a_killed_worker_restarts_and_an_exception_or_oom_leaves_an_error_row(tiny_dataset, tmp_path):
+    """Three faults in three concurrent trials of one sweep: each trial ends as its own fault says."""
     pid_file, out = tmp_path / "worker.pid", tmp_path / "run"
-    # 18 training segments in batches of 16: epoch 1, step 1 is the middle of the second epoch.
+    # 18 training segments in batches of 16: epoch 1, step 1 is the middle of cnn3's second epoch.
     killer = threading.Thread(target=lambda: os.kill(wait_for_file(pid_file), signal.SIGKILL), daemon=True)
     killer.start()
-    table = sweep(tiny_dataset, out, ("cnn3",), epochs=3, faults={"cnn3": f"pause@1:1:{pid_file}"})
+    faults = {"cnn3": f"pause@1:1:{pid_file}", "cnn4": "raise@0:1", "cnn4_gru": "oom@0:0"}
+    table = sweep(tiny_dataset, out, ("cnn3", "cnn4", "cnn4_gru"), epochs=3, faults=faults)
     killer.join(timeout=1)
+    table = table.set_index("model")
 
-    row = table.iloc[0]
-    assert row["status"] == "completed", row["error"]
-    assert row["retries"] == 1
+    assert table.loc["cnn3", "status"] == "completed", table.loc["cnn3", "error"]
+    assert table.loc["cnn3", "retries"] == 1 and table.loc["cnn3", "epochs"] == 3
     # Epoch 0 was not trained again: the restart began at epoch 1, from epoch 0's checkpoint.
-    assert epochs_per_trial(out) == {"cnn3": [0, 1, 2]}
+    assert epochs_per_trial(out)["cnn3"] == [0, 1, 2]
 
-
-def test_an_exception_and_an_out_of_memory_leave_error_rows_and_the_others_finish(tiny_dataset, tmp_path):
-    faults = {"cnn4": "raise@0:1", "cnn4_gru": "oom@0:0"}
-    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4", "cnn4_gru"), faults=faults).set_index("model")
-    assert table.loc["cnn3", "status"] == "completed" and table.loc["cnn3", "retries"] == 0
     assert table.loc["cnn4", "status"] == "error"
     assert "InjectedFailure: injected failure in cnn4 at epoch 0, step 1" in table.loc["cnn4", "error"]
     assert table.loc["cnn4_gru", "status"] == "error"
@@ -76,14 +73,15 @@ def stop_and_wait(process: subprocess.Popen, sig: signal.Signals) -> None:
     family = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(sig)
     process.wait(timeout=120)
-    _, alive = psutil.wait_procs(family, timeout=30)
-    for leftover in alive:  # a Ray process that outlived its driver
+    # Raylet and GCS follow their driver within a second or two; Ray's runtime-env and dashboard
+    # agents outlive it by more than 30 s (seen with Ray 2.58): kill them rather than wait.
+    _, alive = psutil.wait_procs(family, timeout=5)
+    for leftover in alive:
         leftover.kill()
 
 
-# SIGKILL, the harder case: nothing runs after it. Ctrl-C (SIGINT) ends the sweep the same way
-# (Tune's own handler is off); the same test with SIGINT passed as well and costs 2.5 minutes more.
-@pytest.mark.parametrize("sig", [signal.SIGKILL], ids=["SIGKILL"])
+# SIGKILL: nothing runs after it. SIGINT: Ctrl-C, which must not wind trials down as if done.
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tiny_dataset, tmp_path, sig):
     out, pid_file = tmp_path / "run", tmp_path / "cnn4.pid"
     # One trial at a time: cnn3 finishes, then cnn4 pauses in its second epoch and the sweep is killed.
