@@ -270,6 +270,7 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--sample-rate", type=int, default=22050)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="processes at once (default: one per core)")
     parser.set_defaults(handler=_run_synth)
 
 
@@ -282,6 +283,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         sample_rate=args.sample_rate,
         seed=args.seed,
+        workers=args.workers,
     )
     paths = synthesize_collection(config)
     print(f"wrote {len(paths)} clips to {args.out}")

@@ -78,7 +78,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         epoch_started = time.perf_counter()
         model.train()
         seen = 0
-        for step, batch in enumerate(_train_batches(config, epoch, device)):
+        for step, batch in enumerate(train_batches(config, epoch, device)):
             if fault:
                 fault.trigger_at(epoch, step, config.model)
             inputs, targets = as_model_input(batch["mel"], device), batch["label"].long()
@@ -151,7 +151,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     ray.train.report(final)
 
 
-def _train_batches(
+def train_batches(
     config: TrainConfig, epoch: int, device: torch.device
 ) -> Iterator[dict[str, torch.Tensor]]:
     shard = ray.train.get_dataset_shard(TRAIN)

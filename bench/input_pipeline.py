@@ -1,0 +1,115 @@
+"""Do batches arrive faster than training consumes them? One Ray Train trial reads, then trains.
+
+    python bench/input_pipeline.py DATA [--models cnn3,cnn4] [--batch-size 16] [--steps 60]
+
+Inside one Ray Train worker set up as `genre sweep` sets up a lone trial on this machine (the same
+materialised datasets, the same shard iterator `genre.train_loop.train_batches`, the same CPU share
+and threads), it times
+  read   whole epochs that take every batch to the model's input (float32, [B, 1, mels, frames])
+         and discard it: the most the input pipeline can deliver, in samples/s;
+  train  STEPS training steps of each model on the same batches: what the model consumes.
+DATA should be GTZAN-sized (`bench/scale.py` writes data-1000). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from data_pipeline.manifest import read_manifest
+from genre.config import TrainConfig
+from genre.inference import as_model_input
+from genre.models import create_model
+from genre.resources import plan_resources
+from genre.sweep import open_datasets
+from genre.train_loop import TRAIN, TRAIN_EVAL, train_batches
+
+
+def measure(loop_config: dict) -> None:
+    config = TrainConfig.from_dict(loop_config["train"])
+    torch.set_num_threads(config.torch_threads)
+    device = ray.train.torch.get_device()
+    report: dict[str, float] = {}
+    for epoch in range(loop_config["read_epochs"]):
+        started, samples = time.perf_counter(), 0
+        for batch in train_batches(config, epoch, device):
+            samples += len(as_model_input(batch["mel"], device))
+        # Epoch 0 includes the iterator's start (Ray Data's split coordinator); later ones do not.
+        report[f"read_epoch{epoch}_samples_per_s"] = samples / (time.perf_counter() - started)
+    for model_name in loop_config["models"]:
+        model = create_model(model_name, num_classes=loop_config["classes"]).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        steps, samples, started = 0, 0, None
+        for batch in train_batches(config, 99, device):
+            if steps == 2:  # two warm-up steps: allocator and kernel selection
+                started, samples = time.perf_counter(), 0
+            inputs, targets = as_model_input(batch["mel"], device), batch["label"].long()
+            loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps, samples = steps + 1, samples + len(targets)
+            if steps == loop_config["steps"] + 2:
+                break
+        report[f"train_{model_name}_samples_per_s"] = samples / (time.perf_counter() - started)
+    ray.train.report(report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--models", default="cnn3,cnn4")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--read-epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60, help="timed training steps per model")
+    args = parser.parse_args()
+
+    ray.init(logging_level="WARNING")
+    cpus = ray.cluster_resources()["CPU"]
+    plan = plan_resources(cluster_cpus=cpus, cluster_gpus=0, num_trials=1)
+    manifest = read_manifest(args.data)
+    started = time.perf_counter()
+    datasets = open_datasets(args.data)
+    materialise_s = time.perf_counter() - started
+    train = TrainConfig(model="", data="", batch_size=args.batch_size, torch_threads=plan.torch_threads)
+    trainer = ray.train.torch.TorchTrainer(
+        measure,
+        train_loop_config={
+            "train": train.to_dict(),
+            "models": args.models.split(","),
+            "classes": len(manifest["labels"]),
+            "read_epochs": args.read_epochs,
+            "steps": args.steps,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, resources_per_worker={"CPU": plan.cpus_per_worker}
+        ),
+        datasets={TRAIN: datasets[TRAIN_EVAL].select_columns(["mel", "label"])},
+        dataset_config=ray.train.DataConfig(datasets_to_split=[TRAIN]),
+    )
+    metrics = trainer.fit().metrics
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Ray CPUs {cpus:g}",
+        "worker_cpus": plan.cpus_per_worker,
+        "torch_threads": plan.torch_threads,
+        "train_segments": manifest["counts"]["train"]["segments"],
+        "batch_size": args.batch_size,
+        "materialise_all_splits_s": round(materialise_s, 1),
+        **{key: round(value, 1) for key, value in metrics.items() if key.endswith("_per_s")},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
