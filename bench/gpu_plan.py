@@ -13,7 +13,8 @@ on genre's 1x128x130 log-mel:
   state       weights, gradients and Adam's two moments: 16 bytes per parameter (fp32 master).
 From them, for an H100, an estimate (the constants below say what is assumed):
   step_s      max(flops / (peak x UTILISATION), kernels x LAUNCH_S)
-  gpu_mib     CUDA_CONTEXT_MIB + state + activations x ALLOCATOR_SLACK
+  gpu_mib     CUDA_CONTEXT_MIB + state + activations x ALLOCATOR_SLACK + the train split held on
+              the GPU (float16; `--train-in-memory-mib`)
 and the sweep: EPOCHS epochs of TRAIN_SEGMENTS each, plus TRIAL_START_S of Ray per trial.
 Prints one JSON object; bench/README.md turns it into the plan.
 """
@@ -29,9 +30,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from data_pipeline.features import FeatureConfig
 from genre.models import create_model, get_spec, model_names
+from genre.train_batches import shard_mib
 
-SHAPE = (1, 128, 130)
+SHAPE = (1, *FeatureConfig().shape)  # genre's default log-mel: 1 x 128 x 130
 # H100 SXM dense peaks (NVIDIA's datasheet, without sparsity): TF32 for fp32 models, bf16 for AMP.
 PEAK_TF32, PEAK_BF16 = 494e12, 989e12
 # Small convolutions at batch 16 reach a small part of the peak; 25% is generous for them.
@@ -130,7 +133,8 @@ def plan_model(name: str, batch: int, train_segments: int, epochs: int) -> dict:
     step_s = max(compute_s, launch_s)
     steps = math.ceil(train_segments / batch)
     epoch_s = steps * step_s + EPOCH_OVERHEAD_S
-    gpu_mib = CUDA_CONTEXT_MIB + (state + activations * ALLOCATOR_SLACK) / 2**20
+    held_mib = shard_mib(FeatureConfig().to_dict(), train_segments, world_size=1)
+    gpu_mib = CUDA_CONTEXT_MIB + (state + activations * ALLOCATOR_SLACK) / 2**20 + held_mib
     return {
         "params": params,
         "amp": amp,
@@ -138,6 +142,7 @@ def plan_model(name: str, batch: int, train_segments: int, epochs: int) -> dict:
         "kernels_per_step": kernels,
         "activations_mib": round(activations / 2**20, 1),
         "state_mib": round(state / 2**20, 1),
+        "train_split_mib": round(held_mib),
         "gpu_mib": round(gpu_mib),
         "trials_per_h100_by_memory": int(H100_MIB // gpu_mib),
         "bound_by": "launches" if launch_s >= compute_s else "compute",

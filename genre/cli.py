@@ -174,6 +174,15 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         default="fifo",
         help="asha stops trials whose validation accuracy trails early",
     )
+    parser.add_argument(
+        "--train-in-memory-mib",
+        type=int,
+        default=defaults.train_in_memory_mib,
+        metavar="MIB",
+        help="hold a worker's share of the train split in memory (GPU memory on a GPU) when it is at "
+        "most this size; larger ones stream from Ray Data every epoch; 0 always streams "
+        f"(default {defaults.train_in_memory_mib})",
+    )
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument(
         "--cpus-per-trial", type=float, help="CPUs for each trial's workers (default: shared out)"
@@ -218,6 +227,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             pretrained=args.pretrained,
             weights_dir=str(Path(args.weights).resolve()) if args.weights else None,
             seed=args.seed,
+            train_in_memory_mib=args.train_in_memory_mib,
         )
     except ValueError as error:
         raise UserInputError(str(error)) from None

@@ -27,7 +27,10 @@ class TrainConfig:
     seed: int = 0
     # Where this trial's best checkpoint goes (best.pt); set by the sweep per trial.
     checkpoint_dir: str = ""
-    # Rows held for shuffling the train split; a fresh order every epoch.
+    # A worker's share of the train split up to this size is held in memory (on its GPU) and
+    # shuffled whole every epoch; a larger one streams from Ray Data through the shuffle buffer.
+    train_in_memory_mib: int = 2048
+    # Rows held for shuffling a streamed train split; a fresh order every epoch.
     shuffle_buffer: int = 2048
     torch_threads: int = 1
     # Hidden, for fault-injection tests: a genre.faults spec (KIND@EPOCH:STEP[:PATH]) or "".
@@ -38,6 +41,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.train_in_memory_mib < 0:
+            raise ValueError(f"the in-memory budget cannot be negative, got {self.train_in_memory_mib}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.dropout is not None and not 0 <= self.dropout < 1:

@@ -38,7 +38,8 @@ from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
 from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
 from genre.shared_paths import check_shared
 from genre.storage import Storage, open_storage
-from genre.train_loop import TEST, TRAIN, TRAIN_EVAL, VAL, attempts, train_worker
+from genre.train_batches import TRAIN, shard_mib
+from genre.train_loop import TEST, TRAIN_EVAL, VAL, attempts, train_worker
 
 EXPERIMENT = "tune"
 TRAIN_RUNS = "train"
@@ -125,6 +126,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
 
     pretrained = _decide_pretrained(config, progress)
     progress("reading the dataset once for every trial and epoch (Ray Data)")
+    progress(_train_split_note(config.train, manifest, plan.num_workers))
     datasets = open_datasets(config.data)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -172,6 +174,15 @@ def _run_storage(config: SweepConfig, out: Path) -> Storage:
 def _write_sweep_file(out: Path, storage: Storage) -> None:
     record = {"storage": storage.location}
     (out / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _train_split_note(train: TrainConfig, manifest: dict[str, Any], num_workers: int) -> str:
+    size = shard_mib(manifest["features"], manifest["counts"]["train"]["segments"], num_workers)
+    where = "held in memory" if size <= train.train_in_memory_mib else "streamed every epoch"
+    return (
+        f"train split: {size:.0f} MiB per worker, {where} (--train-in-memory-mib "
+        f"{train.train_in_memory_mib})"
+    )
 
 
 def _ray_filesystem(storage: Storage) -> pafs.FileSystem | None:
@@ -303,6 +314,7 @@ def _trial_setup(
         ).to_dict(),
         "features": manifest["features"],
         "labels": manifest["labels"],
+        "train_segments": manifest["counts"]["train"]["segments"],
         "storage": storage.location,
         "num_workers": plan.num_workers,
         "cpus_per_worker": plan.cpus_per_worker,
@@ -339,6 +351,7 @@ def genre_trial(
             "train": train_config.to_dict(),
             "features": setup["features"],
             "labels": setup["labels"],
+            "train_segments": setup["train_segments"],
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=setup["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker

@@ -32,6 +32,7 @@ from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
 from genre.storage import Storage, open_storage
+from genre.train_batches import TRAIN, TrainBatches, shard_mib
 
 STATE_FILE = "state.pt"
 # In each trial's checkpoint folder: how many times its training loop has started.
@@ -39,7 +40,7 @@ ATTEMPTS_FILE = "attempts"
 EVAL_BATCH = 256
 # Ray Data splits only the training set across workers; evaluation sets reach every worker whole,
 # and rank 0 alone scores them, so metrics never depend on the number of workers.
-TRAIN, TRAIN_EVAL, VAL, TEST = "train", "train_eval", "val", "test"
+TRAIN_EVAL, VAL, TEST = "train_eval", "val", "test"
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -70,6 +71,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     scaler = grad_scaler(amp, device)
 
     state = _restore(plain_model, optimizer, scaler)
+    train_shard_mib = shard_mib(features, loop_config["train_segments"], context.get_world_size())
+    batches = TrainBatches(config, device, train_shard_mib)
     started_at = state.get("started_at", time.time())
     loss_mean = MeanMetric().to(device)
     running_accuracy = MulticlassAccuracy(num_classes=len(labels), average="micro").to(device)
@@ -78,7 +81,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         epoch_started = time.perf_counter()
         model.train()
         seen = 0
-        for step, batch in enumerate(train_batches(config, epoch, device)):
+        for step, batch in enumerate(batches.epoch(epoch)):
             if fault:
                 fault.trigger_at(epoch, step, config.model)
             inputs, targets = as_model_input(batch["mel"], device), batch["label"].long()
@@ -149,19 +152,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         history=json.dumps(state.get("history", [])),
     )
     ray.train.report(final)
-
-
-def train_batches(
-    config: TrainConfig, epoch: int, device: torch.device
-) -> Iterator[dict[str, torch.Tensor]]:
-    shard = ray.train.get_dataset_shard(TRAIN)
-    return shard.iter_torch_batches(
-        batch_size=config.batch_size,
-        local_shuffle_buffer_size=config.shuffle_buffer,
-        # A new order every epoch, the same orders for the same seed.
-        local_shuffle_seed=config.seed * 100_003 + epoch,
-        device=device,
-    )
 
 
 def _evaluate(model: nn.Module, split: str, device: torch.device, amp: str) -> dict[str, float]:

@@ -61,8 +61,10 @@ def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_mod
             assert math.isclose(value, row[name], abs_tol=1e-6), (row["model"], name)
 
 
-def test_a_failing_model_leaves_an_error_row_and_bf16_runs_on_cpu(tiny_dataset, tmp_path):
-    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), amp="bf16", faults={"cnn4": "raise@0:0"})
+def test_a_failing_model_leaves_an_error_row_and_bf16_on_a_streamed_split_runs_on_cpu(tiny_dataset, tmp_path):
+    # --train-in-memory-mib 0: the train split streams from Ray Data every epoch.
+    faults = {"cnn4": "raise@0:0"}
+    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), amp="bf16", train_in_memory_mib=0, faults=faults)
     rows = table.set_index("model")
     assert rows.loc["cnn4", "status"] == "error"
     assert "InjectedFailure: injected failure in cnn4" in rows.loc["cnn4", "error"]

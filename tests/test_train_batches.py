@@ -1,0 +1,41 @@
+"""A worker's train batches held in memory: whole-shard shuffles, seeded, and a size known in advance."""
+
+import torch
+
+from data_pipeline.manifest import read_manifest
+from data_pipeline.shards import read_mels, read_split
+from genre.train_batches import HeldShard, shard_mib
+
+
+def held(rows: int) -> HeldShard:
+    mels = torch.arange(rows, dtype=torch.float16).reshape(rows, 1, 1).expand(rows, 4, 3).contiguous()
+    return HeldShard(mels, torch.arange(rows))
+
+
+def epoch_labels(shard: HeldShard, batch_size: int, seed: int, epoch: int) -> list[int]:
+    batches = list(shard.batches(batch_size, seed, epoch))
+    for batch in batches:  # each segment keeps its own label
+        assert torch.equal(batch["mel"][:, 0, 0].long(), batch["label"])
+    return torch.cat([batch["label"] for batch in batches]).tolist()
+
+
+def test_every_epoch_is_a_new_permutation_of_the_whole_shard_in_full_batches():
+    shard = held(50)
+    first, second = epoch_labels(shard, 16, seed=1, epoch=0), epoch_labels(shard, 16, seed=1, epoch=1)
+    assert sorted(first) == sorted(second) == list(range(50))
+    assert first != second
+    assert [len(b["label"]) for b in shard.batches(16, seed=1, epoch=0)] == [16, 16, 16, 2]
+
+
+def test_the_same_seed_gives_the_same_orders_and_another_seed_others():
+    assert epoch_labels(held(50), 8, seed=3, epoch=2) == epoch_labels(held(50), 8, seed=3, epoch=2)
+    assert epoch_labels(held(50), 8, seed=3, epoch=2) != epoch_labels(held(50), 8, seed=4, epoch=2)
+
+
+def test_the_size_estimate_is_what_the_train_split_takes_in_memory(prepared):
+    manifest = read_manifest(prepared.out)
+    train = read_split(prepared.out, "train", columns=["mel", "label"])
+    held_bytes = read_mels(train).nbytes + 8 * train.num_rows  # float16 mels, int64 labels
+    segments = manifest["counts"]["train"]["segments"]
+    assert shard_mib(manifest["features"], segments, world_size=1) * 2**20 == held_bytes
+    assert shard_mib(manifest["features"], segments, world_size=2) * 2**21 == held_bytes
