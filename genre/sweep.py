@@ -180,8 +180,7 @@ def _train_split_note(train: TrainConfig, manifest: dict[str, Any], num_workers:
     size = shard_mib(manifest["features"], manifest["counts"]["train"]["segments"], num_workers)
     where = "held in memory" if size <= train.train_in_memory_mib else "streamed every epoch"
     return (
-        f"train split: {size:.0f} MiB per worker, {where} (--train-in-memory-mib "
-        f"{train.train_in_memory_mib})"
+        f"train split: {size:.0f} MiB per worker, {where} (--train-in-memory-mib {train.train_in_memory_mib})"
     )
 
 

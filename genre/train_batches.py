@@ -52,6 +52,9 @@ class HeldShard:
         ):
             mels.append(batch["mel"])
             labels.append(batch["label"].long())
+        if not mels:  # fewer training segments than workers: no batches, as a streamed shard
+            empty = torch.empty(0, device=device)
+            return cls(empty.half(), empty.long())
         return cls(torch.cat(mels), torch.cat(labels))
 
     def batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:

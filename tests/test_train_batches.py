@@ -39,3 +39,8 @@ def test_the_size_estimate_is_what_the_train_split_takes_in_memory(prepared):
     segments = manifest["counts"]["train"]["segments"]
     assert shard_mib(manifest["features"], segments, world_size=1) * 2**20 == held_bytes
     assert shard_mib(manifest["features"], segments, world_size=2) * 2**21 == held_bytes
+
+
+def test_an_empty_shard_gives_no_batches():
+    empty = torch.empty(0)
+    assert list(HeldShard(empty.half(), empty.long()).batches(16, seed=0, epoch=0)) == []
