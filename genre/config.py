@@ -42,7 +42,7 @@ class TrainConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if self.train_in_memory_mib < 0:
-            raise ValueError(f"the in-memory budget cannot be negative, got {self.train_in_memory_mib}")
+            raise ValueError(f"--train-in-memory-mib cannot be negative, got {self.train_in_memory_mib}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
