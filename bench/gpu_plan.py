@@ -27,8 +27,8 @@ import math
 from collections import Counter
 
 import torch
+from models import forward_flops  # bench/models.py, beside this script
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from data_pipeline.features import FeatureConfig
 from genre.models import create_model, get_spec, model_names
@@ -111,20 +111,13 @@ def step_kernels(model: torch.nn.Module, inputs: torch.Tensor) -> int:
     return kernels
 
 
-def forward_flops(model: torch.nn.Module, inputs: torch.Tensor) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(inputs)
-    return counter.get_total_flops()
-
-
 def plan_model(name: str, batch: int, train_segments: int, epochs: int) -> dict:
     torch.manual_seed(0)
     model = create_model(name).train()
     inputs = -80 * torch.rand(batch, *SHAPE)
     params = sum(p.numel() for p in model.parameters())
     amp = get_spec(name).amp
-    flops = 3 * forward_flops(model, inputs)
+    flops = 3 * batch * forward_flops(model, SHAPE[1:])
     kernels = step_kernels(model, inputs)
     activations = saved_activation_bytes(model, inputs, bf16=amp)
     state = 16 * params

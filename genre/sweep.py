@@ -38,7 +38,7 @@ from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
 from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
 from genre.shared_paths import check_shared
 from genre.storage import Storage, open_storage
-from genre.train_batches import TRAIN, shard_mib
+from genre.train_batches import TRAIN, held_in_memory, shard_mib
 from genre.train_loop import TEST, TRAIN_EVAL, VAL, attempts, train_worker
 
 EXPERIMENT = "tune"
@@ -178,7 +178,7 @@ def _write_sweep_file(out: Path, storage: Storage) -> None:
 
 def _train_split_note(train: TrainConfig, manifest: dict[str, Any], num_workers: int) -> str:
     size = shard_mib(manifest["features"], manifest["counts"]["train"]["segments"], num_workers)
-    where = "held in memory" if size <= train.train_in_memory_mib else "streamed every epoch"
+    where = "held in memory" if held_in_memory(size, train) else "streamed every epoch"
     return (
         f"train split: {size:.0f} MiB per worker, {where} (--train-in-memory-mib {train.train_in_memory_mib})"
     )

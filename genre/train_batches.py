@@ -32,6 +32,11 @@ def shard_mib(features: dict[str, Any], train_segments: int, world_size: int) ->
     return train_segments * per_segment / world_size / 2**20
 
 
+def held_in_memory(shard_size_mib: float, config: TrainConfig) -> bool:
+    """Whether a worker's share of this size is read once into memory rather than streamed."""
+    return shard_size_mib <= config.train_in_memory_mib
+
+
 def epoch_order_seed(seed: int, epoch: int) -> int:
     """A new order every epoch, the same orders for the same seed."""
     return seed * 100_003 + epoch
@@ -80,11 +85,7 @@ class TrainBatches:
 
     def __init__(self, config: TrainConfig, device: torch.device, shard_size_mib: float) -> None:
         self.config, self.device = config, device
-        self.held = HeldShard.read(device) if shard_size_mib <= config.train_in_memory_mib else None
-
-    @property
-    def mode(self) -> str:
-        return "in memory" if self.held is not None else "streamed"
+        self.held = HeldShard.read(device) if held_in_memory(shard_size_mib, config) else None
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         if self.held is not None:
