@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
+import io
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,10 +74,8 @@ def discover(source: str | Path) -> Discovery:
 
 def _discover_folder(root: Path) -> Discovery:
     discovery = Discovery(source=str(root.resolve()), kind="folder")
-    for path in sorted(root.rglob("*")):
+    for path in _visible_files(root, discovery.skipped):
         relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-            continue  # hidden files (.DS_Store, editor droppings) are nobody's music
         if len(relative.parts) < 2:
             # A README or CSV beside the genre folders is expected; only loose audio is reported.
             if is_audio_path(path):
@@ -84,32 +87,105 @@ def _discover_folder(root: Path) -> Discovery:
     return discovery
 
 
+def _visible_files(root: Path, skipped: list[Reject]) -> Iterator[Path]:
+    """The files below `root`, sorted, through symbolic links; links that lead nowhere go to `skipped`.
+
+    Paths stay spelled under `root` (a linked `metal/` folder yields `root/metal/x.wav`), so track ids
+    name where the user put a file, not where its bytes live.
+    """
+    yield from _walk(root, frozenset({_identity(root.stat())}), skipped)
+
+
+def _walk(folder: Path, ancestors: frozenset[tuple[int, int]], skipped: list[Reject]) -> Iterator[Path]:
+    # `ancestors` are the folders this one is inside of, by device and inode: a link back to one of
+    # them (rock/loop -> ..) would recurse forever, while two links to the same folder are fine.
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as error:
+        skipped.append(Reject(str(folder), f"cannot read folder: {error.strerror}"))
+        return
+    for child in children:
+        if child.name.startswith("."):
+            continue  # hidden files (.DS_Store, editor droppings) are nobody's music
+        try:
+            status = child.stat()  # follows symbolic links
+        except OSError as error:
+            skipped.append(Reject(str(child), _unreachable(child, error)))
+            continue
+        if stat.S_ISDIR(status.st_mode):
+            if _identity(status) in ancestors:
+                reason = f"symbolic link loop: leads back to {child.resolve()}, a folder it is inside of"
+                skipped.append(Reject(str(child), reason))
+            else:
+                yield from _walk(child, ancestors | {_identity(status)}, skipped)
+        elif stat.S_ISREG(status.st_mode):
+            yield child
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
+
+
+def _unreachable(path: Path, error: OSError) -> str:
+    """Why `path` cannot be followed, for the rejects list."""
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop: its chain of links never reaches a file or folder"
+    if error.errno in (errno.ENOENT, errno.ENOTDIR) and path.is_symlink():
+        return f"broken symbolic link: its target {os.readlink(path)} does not exist"
+    return f"cannot read: {error.strerror}"
+
+
 def _discover_csv(csv_path: Path) -> Discovery:
     discovery = Discovery(source=str(csv_path.resolve()), kind="csv")
     base = csv_path.resolve().parent
-    seen: set[str] = set()
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in row]
-            if not any(cells) or (line_number == 1 and [c.lower() for c in cells] == ["path", "label"]):
-                continue
-            if len(cells) != 2 or not all(cells):
-                raise UserInputError(
-                    f"{csv_path}:{line_number}: expected two columns 'path,label', got {row!r}"
-                )
-            relative, genre = cells
-            path = (base / relative).resolve()
-            track_id = path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
-            if track_id in seen:
-                discovery.skipped.append(Reject(str(path), f"listed twice (line {line_number})"))
-            elif not path.is_file():
-                discovery.skipped.append(Reject(str(path), "file not found"))
-            elif not is_audio_path(path):
-                discovery.skipped.append(Reject(str(path), _unsupported(path)))
-            else:
-                discovery.tracks.append(Track(str(path), track_id, genre))
-            seen.add(track_id)
+    seen_ids: set[str] = set()
+    seen_files: set[Path] = set()
+    for line_number, row in enumerate(csv.reader(io.StringIO(_read_csv_text(csv_path), newline="")), start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or (line_number == 1 and [c.lower() for c in cells] == ["path", "label"]):
+            continue
+        if len(cells) != 2 or not all(cells):
+            raise UserInputError(f"{csv_path}:{line_number}: expected two columns 'path,label', got {row!r}")
+        written, genre = cells
+        path = (base / written).resolve()
+        track_id = _csv_track_id(written, base)
+        if track_id in seen_ids or path in seen_files:
+            discovery.skipped.append(Reject(str(path), f"listed twice (line {line_number})"))
+        elif not path.is_file():
+            discovery.skipped.append(Reject(str(path), "file not found"))
+        elif not is_audio_path(path):
+            discovery.skipped.append(Reject(str(path), _unsupported(path)))
+        else:
+            discovery.tracks.append(Track(str(path), track_id, genre))
+        seen_ids.add(track_id)
+        seen_files.add(path)
     return discovery
+
+
+def _read_csv_text(csv_path: Path) -> str:
+    # utf-8-sig: spreadsheet programs often save a byte-order mark, which would glue onto the first path.
+    try:
+        data = csv_path.read_bytes()
+    except OSError as error:
+        raise UserInputError(f"cannot read {csv_path}: {error.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise UserInputError(
+            f"{csv_path}:{line}: not UTF-8 text (byte {data[error.start]:#04x}); save the CSV as UTF-8"
+        ) from None
+
+
+def _csv_track_id(written: str, base: Path) -> str:
+    """The row's path relative to the CSV's folder, normalised (`./a/../b.wav` -> `b.wav`, `../x.wav` stays).
+
+    An absolute path outside that folder stays absolute: a chain of `../` to it would say nothing more.
+    """
+    normal = Path(os.path.normpath(base / written))
+    if not Path(written).is_absolute() or normal.is_relative_to(base):
+        return Path(os.path.relpath(normal, base)).as_posix()
+    return normal.as_posix()
 
 
 def _unsupported(path: Path) -> str:

@@ -14,6 +14,9 @@ from data_pipeline.errors import UserInputError
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 _VERSIONED = ("genre", "torch", "torchaudio", "ray", "pyarrow", "soundfile", "numpy")
+# What training, evaluation and the benchmarks read from a manifest; without them a run would
+# fail later with a KeyError far from the cause.
+_REQUIRED_KEYS = ("features", "labels", "split", "counts", "shards")
 
 
 def library_versions() -> dict[str, str]:
@@ -48,14 +51,29 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise UserInputError(f"{path} is not a manifest (expected a JSON object): prepare the dataset again")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserInputError(
             f"{path} has format_version {manifest.get('format_version')!r}; "
             f"this genre reads version {FORMAT_VERSION}: prepare the dataset again"
         )
+    missing = [key for key in _REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise UserInputError(f"{path} lacks {_listed(missing)}: prepare the dataset again")
+    malformed = [key for key in _REQUIRED_KEYS if not isinstance(manifest[key], dict)]
+    if malformed:
+        raise UserInputError(
+            f"{path} has {_listed(malformed)} that should be JSON objects: prepare the dataset again"
+        )
     return manifest
+
+
+def _listed(keys: list[str]) -> str:
+    """['a', 'b'] -> "'a', 'b'"."""
+    return ", ".join(repr(key) for key in keys)
 
 
 def manifest_hash(folder: str | Path) -> str:

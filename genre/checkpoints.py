@@ -8,6 +8,7 @@ storage is.
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserInputError(f"cannot read the checkpoint {path}: {error}") from None
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running the file's code: never repeat it.
+        raise UserInputError(
+            f"{path} holds objects other than tensors and plain values; it was refused because "
+            "loading it could run code (a genre checkpoint never needs that)"
+        ) from None
     except Exception as error:  # a truncated or foreign file: say which, not a traceback
-        raise UserInputError(f"{path} is not a readable genre checkpoint: {error}") from None
+        raise UserInputError(
+            f"{path} is not a readable genre checkpoint: it is truncated, damaged or another kind of file "
+            f"({_gist(error)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserInputError(f"{path} is not a genre checkpoint")
     return payload
+
+
+def _gist(error: Exception) -> str:
+    """Torch's reason on one line, without its advice (which can be to load with weights_only=False)."""
+    lines = str(error).strip().splitlines()
+    first_sentence = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    if not first_sentence or "weights_only" in first_sentence:
+        return type(error).__name__
+    return f"{type(error).__name__}: {first_sentence}"
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:

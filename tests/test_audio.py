@@ -6,7 +6,7 @@ import soundfile
 import torch
 import torchaudio
 
-from data_pipeline.audio import AudioDecodeError, decode_mono, load_mono
+from data_pipeline.audio import AudioDecodeError, decode_mono, load_mono, probe_audio
 from tests.audio_factory import make_clip
 
 
@@ -70,3 +70,79 @@ def test_nan_samples_are_rejected(tmp_path):
     soundfile.write(tmp_path / "nan.wav", samples, 22050, subtype="FLOAT")
     with pytest.raises(AudioDecodeError, match="NaN"):
         decode_mono(tmp_path / "nan.wav")
+
+
+def _streamed(path):
+    """Rewrite a WAV as a streaming encoder leaves it: RIFF and data sizes set to 'unknown'."""
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    size_field = data.index(b"data") + 4
+    data[size_field : size_field + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_streamed_wav_with_unknown_sizes_decodes_whole(tmp_path):
+    path = _streamed(make_clip(tmp_path / "streamed.wav", 2.0))
+    samples, rate, _ = decode_mono(path)
+    assert (samples.size, rate) == (2 * 22050, 22050)
+
+
+def test_a_folder_is_rejected_with_what_to_pass_instead(tmp_path):
+    (tmp_path / "music").mkdir()
+    with pytest.raises(
+        AudioDecodeError,
+        match=r"a folder, not an audio file; pass the files in it \(e\.g\. .*music/\*\.wav\)",
+    ):
+        decode_mono(tmp_path / "music")
+
+
+def test_probe_passes_a_whole_clip_long_enough(tmp_path):
+    probe_audio(make_clip(tmp_path / "good.wav", 3.0), min_seconds=3.0)
+
+
+def test_probe_passes_a_streamed_wav(tmp_path):
+    probe_audio(_streamed(make_clip(tmp_path / "streamed.wav", 3.0)), min_seconds=3.0)
+
+
+def test_probe_rejects_an_empty_file(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioDecodeError, match="empty file"):
+        probe_audio(tmp_path / "empty.wav", min_seconds=3.0)
+
+
+def test_probe_rejects_text_with_an_audio_extension(tmp_path):
+    (tmp_path / "notes.wav").write_text("these are not samples\n" * 50)
+    with pytest.raises(AudioDecodeError, match="not decodable audio: Format not recognised"):
+        probe_audio(tmp_path / "notes.wav", min_seconds=3.0)
+
+
+def test_probe_rejects_a_truncated_wav(tmp_path):
+    good = make_clip(tmp_path / "good.wav", 4.0).read_bytes()
+    (tmp_path / "truncated.wav").write_bytes(good[: len(good) // 2])
+    with pytest.raises(AudioDecodeError, match="truncated file: header declares 176400 bytes"):
+        probe_audio(tmp_path / "truncated.wav", min_seconds=1.0)
+
+
+def test_probe_rejects_a_clip_shorter_than_one_segment(tmp_path):
+    path = make_clip(tmp_path / "short.wav", 2.5)
+    with pytest.raises(AudioDecodeError, match=r"^shorter than one 3 s segment \(2\.50 s\)$"):
+        probe_audio(path, min_seconds=3.0)
+
+
+def test_probe_rejects_a_folder(tmp_path):
+    (tmp_path / "music").mkdir()
+    with pytest.raises(AudioDecodeError, match="a folder, not an audio file"):
+        probe_audio(tmp_path / "music", min_seconds=3.0)
+
+
+def test_probe_rejects_a_missing_file(tmp_path):
+    with pytest.raises(AudioDecodeError, match="cannot read file: No such file or directory"):
+        probe_audio(tmp_path / "gone.wav", min_seconds=3.0)
+
+
+def test_probe_reads_the_header_only_so_bad_samples_are_left_for_decoding(tmp_path):
+    samples = np.zeros(22050, dtype=np.float32)
+    samples[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", samples, 22050, subtype="FLOAT")
+    probe_audio(tmp_path / "nan.wav", min_seconds=1.0)
