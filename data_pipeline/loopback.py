@@ -1,4 +1,9 @@
-"""Keep a Ray that genre starts on this machine on 127.0.0.1.
+"""Which Ray a `genre` command uses, and keeping a Ray that genre starts on 127.0.0.1.
+
+A command joins a cluster only when asked to: `--address`, else the `RAY_ADDRESS` variable (Ray's
+own convention, set for example inside a Ray Job). Otherwise it starts a Ray of its own, and never
+follows Ray's address file (/tmp/ray/ray_current_cluster): the file outlives a head stopped by a
+signal, and joining a dead or dying head hangs for minutes.
 
 Ray's local instance otherwise listens on every interface: it rewrites a node address of 127.0.0.1
 to the machine's routable one, and its GCS, raylet, object manager and workers bind 0.0.0.0 (seen
@@ -16,6 +21,13 @@ import os
 
 # Ray's own name for the switch: "0" = single-node mode, everything on loopback.
 RAY_CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's variable naming the cluster to join; it counts as --address.
+RAY_ADDRESS_VARIABLE = "RAY_ADDRESS"
+
+
+def requested_cluster(address: str | None) -> str | None:
+    """The cluster to join: `address` (--address), else RAY_ADDRESS; None: start a Ray of genre's own."""
+    return address or os.environ.get(RAY_ADDRESS_VARIABLE) or None
 
 
 def keep_local_ray_on_loopback() -> None:

@@ -1,17 +1,28 @@
-"""Connecting to Ray: a local instance started here, or a running cluster."""
+"""Connecting to Ray: a local instance of genre's own, or a running cluster that answers."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from urllib.parse import urlsplit
 
 import ray
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.loopback import RAY_ADDRESS_VARIABLE, requested_cluster
+
+# A head that is up accepts a connection at once; Ray's own client would retry for minutes.
+CONNECT_TIMEOUT_S = 5.0
+# Ray's default ports: GCS for `host` alone, the Ray Client server for `ray://host`.
+_DEFAULT_PORTS = {"": 6379, "ray": 10001}
 
 
 def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_logs: bool = True) -> None:
-    """Start a local Ray (address None) or join the cluster at `address` ('auto', 'ray://...').
+    """Join the cluster at `address` (else RAY_ADDRESS), or start a Ray of genre's own.
 
+    Without an address, Ray's address file of the last `ray start` is never followed (`"local"`): a
+    head stopped by a signal leaves it behind. A cluster that does not answer is a one-line error.
     `dashboard` starts Ray's dashboard with a local instance (on 127.0.0.1): Ray Train's placement
     group cleaner queries its state API. `worker_logs` False keeps the workers' output in Ray's log
     files instead of the terminal (the sweep prints its own live view).
@@ -19,13 +30,50 @@ def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_l
     quiet_ray_data_logs()
     if ray.is_initialized():
         return
+    address = requested_cluster(address)
+    logging_options = {"logging_level": logging.WARNING, "log_to_driver": worker_logs}
+    if address is None:
+        ray.init(address="local", include_dashboard=dashboard, **logging_options)
+        return
+    check_answers(address)
     try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=worker_logs)
-        else:
-            ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=worker_logs)
+        ray.init(address=address, **logging_options)
     except ConnectionError as error:
         raise UserInputError(f"cannot connect to Ray at {address!r}: {error}") from None
+
+
+def check_answers(address: str) -> None:
+    """Refuse at once a cluster address where nothing listens (Ray itself would hang for minutes)."""
+    target = _bootstrap_host_port(address)
+    if target is None:
+        return  # "auto" with no address file: Ray's own error says so at once
+    try:
+        socket.create_connection(target, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        raise UserInputError(
+            f"no Ray cluster answers at {address!r} ({target[0]}:{target[1]}: {reason}); start it, "
+            f"or leave out --address and {RAY_ADDRESS_VARIABLE} to let genre start a Ray of its own"
+        ) from None
+
+
+def _bootstrap_host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) that `address` names: 'auto' reads the address file of the last `ray start`."""
+    if address == "auto":
+        # Ray's order for "auto": RAY_ADDRESS, then the file.
+        from ray._private.utils import read_ray_address
+
+        address = os.environ.get(RAY_ADDRESS_VARIABLE, "").replace("auto", "") or read_ray_address() or ""
+        if not address:
+            return None
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    if not parts.hostname:
+        raise UserInputError(f"--address {address!r} is not host:port, ray://host:port or auto")
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, _DEFAULT_PORTS[""])
+    except ValueError:
+        raise UserInputError(f"--address {address!r} has no valid port") from None
+    return parts.hostname, port
 
 
 class _DropProgressBarNotice(logging.Filter):

@@ -6,22 +6,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
-from data_pipeline.loopback import keep_local_ray_on_loopback
+from data_pipeline.loopback import keep_local_ray_on_loopback, requested_cluster
 from data_pipeline.shards import TRACKS_PER_SHARD
 from data_pipeline.split import GTZAN_FILTERED, PROTOCOLS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+ADDRESS_HELP = (
+    "Ray cluster to join: host:port, ray://host:port, or auto (inside a cluster); default: RAY_ADDRESS "
+    "if set, else a Ray of genre's own on 127.0.0.1"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `genre` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "address", None):
+    if requested_cluster(getattr(args, "address", None)) is None:
         # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only.
         keep_local_ray_on_loopback()
     try:
@@ -79,7 +84,7 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-mels", type=int, default=defaults.n_mels)
     parser.add_argument("--tracks-per-shard", type=int, default=TRACKS_PER_SHARD)
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
-    parser.add_argument("--address", help="Ray cluster to run on (e.g. auto); default: start a local Ray")
+    parser.add_argument("--address", help=ADDRESS_HELP)
     parser.set_defaults(handler=_run_prepare)
 
 
@@ -132,7 +137,10 @@ def _run_models(args: argparse.Namespace) -> int:
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
     # Only light modules here: building the parser must not import torch or Ray Tune (seconds).
     from genre.config import AMP_MODES, PRETRAINED_MODES, TrainConfig
+    from genre.sweep_record import SWEEP_FILE
 
+    # No option has a default here: an option left out is the sweep's own on --resume (from OUT's
+    # sweep.json), else TrainConfig's or SweepConfig's default, which the help texts quote.
     defaults = TrainConfig(model="", data="")
     parser = commands.add_parser(
         "sweep",
@@ -144,112 +152,94 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("data", type=Path, metavar="DATA", help="a folder written by `genre prepare`")
     parser.add_argument("out", type=Path, metavar="OUT")
     parser.add_argument("--models", help="comma-separated names (default: all six; see `genre models`)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {defaults.epochs})")
+    parser.add_argument("--batch-size", type=int, help=f"batch size (default {defaults.batch_size})")
     parser.add_argument("--lr", type=float, help="learning rate (default: each model's, 1e-4)")
     parser.add_argument("--dropout", type=float, help="dropout (default: each model's)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--seed", type=int, help=f"seeds weights, shuffling and sampling (default {defaults.seed})"
+    )
     parser.add_argument(
         "--amp",
         choices=AMP_MODES,
-        default="auto",
-        help="mixed precision: auto (on for EfficientNet and VGG), off, bf16, fp16",
+        help="mixed precision: auto (on for EfficientNet and VGG; the default), off, bf16, fp16",
     )
     parser.add_argument(
         "--pretrained",
         choices=PRETRAINED_MODES,
-        default="auto",
-        help="ImageNet weights for EfficientNet and VGG: auto (when they can be had), yes, no",
+        help="ImageNet weights for EfficientNet and VGG: auto (when they can be had; the default), yes, no",
     )
     parser.add_argument("--weights", metavar="DIR", help="folder holding ImageNet weight files")
     parser.add_argument(
         "--num-samples",
         type=int,
-        default=1,
-        help="configurations sampled per model (lr, batch size, dropout)",
+        help="configurations sampled per model (lr, batch size, dropout; default 1)",
     )
     parser.add_argument(
         "--scheduler",
         choices=("fifo", "asha"),
-        default="fifo",
-        help="asha stops trials whose validation accuracy trails early",
+        help="asha stops trials whose validation accuracy trails early (default fifo)",
     )
     parser.add_argument(
         "--train-in-memory-mib",
         type=int,
-        default=defaults.train_in_memory_mib,
         metavar="MIB",
         help="hold a worker's share of the train split in memory (GPU memory on a GPU) when it is at "
         "most this size; larger ones stream from Ray Data every epoch; 0 always streams "
         f"(default {defaults.train_in_memory_mib})",
     )
-    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
+    parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial (default 1)")
     parser.add_argument(
         "--cpus-per-trial", type=float, help="CPUs for each trial's workers (default: shared out)"
     )
     parser.add_argument(
-        "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; 0.5 packs two per GPU"
+        "--gpus-per-trial", type=float, help="GPUs per trial; 0.5 packs two per GPU (default 0)"
     )
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     parser.add_argument(
         "--max-failures",
         type=int,
-        default=1,
-        help="restarts of a trial's workers from its last checkpoint after a failure",
+        help="restarts of a trial's workers from its last checkpoint after a failure (default 1)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue the sweep already in OUT")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue the sweep in OUT with the options recorded in its {SWEEP_FILE}",
+    )
     parser.add_argument(
         "--storage",
         metavar="PATH_OR_URI",
         help="run state and checkpoints: a path (NFS on a cluster) or s3://, gs:// (default: OUT)",
     )
-    parser.add_argument("--address", help="Ray cluster to run on (e.g. auto); default: start a local Ray")
+    parser.add_argument("--address", help=ADDRESS_HELP)
     parser.add_argument("--inject-fault", default="", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from genre.config import TrainConfig
     from genre.faults import parse_faults
     from genre.results import render_table
     from genre.storage import open_storage
     from genre.sweep import SweepConfig, run_sweep
+    from genre.sweep_record import read_sweep_record
 
+    options = _sweep_options_given(args)
+    if args.resume:
+        # The sweep's own options, unless given again (a different value is refused by run_sweep).
+        record = read_sweep_record(args.out)
+        options = {**(record.options if record else {}), **options}
     try:
-        train = TrainConfig(
-            model="",
-            data="",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            dropout=args.dropout,
-            amp=args.amp,
-            pretrained=args.pretrained,
-            weights_dir=str(Path(args.weights).resolve()) if args.weights else None,
-            seed=args.seed,
-            train_in_memory_mib=args.train_in_memory_mib,
+        config = SweepConfig.from_options(
+            options,
+            data=args.data,
+            out=args.out,
+            resume=args.resume,
+            address=args.address,
+            storage=args.storage,
+            faults=parse_faults(args.inject_fault),
         )
     except ValueError as error:
         raise UserInputError(str(error)) from None
-    from genre.models import model_names
-
-    config = SweepConfig(
-        data=args.data,
-        out=args.out,
-        models=_model_list(args.models) or tuple(model_names()),
-        train=train,
-        num_samples=args.num_samples,
-        scheduler=args.scheduler,
-        num_workers=args.num_workers,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent,
-        max_failures=args.max_failures,
-        resume=args.resume,
-        address=args.address,
-        storage=args.storage,
-        faults=parse_faults(args.inject_fault),
-    )
     try:
         result = run_sweep(config)
     except KeyboardInterrupt:
@@ -266,6 +256,18 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(f"sweep took {result.wall_seconds:.0f} s")
     failed = (result.table["status"] == "error").sum()
     return 1 if failed == len(result.table) else 0
+
+
+def _sweep_options_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep options written on the command line, by their names in the sweep's record."""
+    from genre.sweep_record import SWEEP_LEVEL, TRAIN_OPTIONS
+
+    given = {name: getattr(args, name) for name in (*TRAIN_OPTIONS, *SWEEP_LEVEL) if hasattr(args, name)}
+    if args.models is not None:
+        given["models"] = list(_model_list(args.models))
+    if args.weights is not None:
+        given["weights_dir"] = str(Path(args.weights).expanduser().resolve())
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _add_synth(commands: argparse._SubParsersAction) -> None:
@@ -324,7 +326,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--models", help="comma-separated names (default: all six)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--address", help="Ray cluster to run on; default: start a local Ray")
+    parser.add_argument("--address", help=ADDRESS_HELP)
     parser.set_defaults(handler=_run_demo)
 
 

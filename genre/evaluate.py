@@ -19,7 +19,7 @@ from torchmetrics.functional.classification import (
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest
-from data_pipeline.shards import read_mels, read_split
+from data_pipeline.shards import check_shards, read_mels, read_split
 from genre.inference import segment_probabilities
 from genre.metrics import split_metrics, track_probabilities
 from genre.predict import Predictor
@@ -41,6 +41,7 @@ class Evaluation:
 def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: str = "test") -> Evaluation:
     """Score `checkpoint` on `data`'s `split`; write metrics.json, per_genre.csv, confusion_*.csv/.png."""
     manifest = read_manifest(data)
+    check_shards(data, manifest)
     predictor = Predictor(checkpoint)
     if FeatureConfig.from_dict(manifest["features"]) != predictor.features:
         raise UserInputError(

@@ -14,6 +14,7 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig, LogMelExtractor
 from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.inference import segment_probabilities
+from genre.results import located_in_run
 
 TOP_K = 3
 # Windows per forward pass: a 2-minute file is 40 windows; memory stays small on any device.
@@ -58,7 +59,7 @@ def best_checkpoint(run: str | Path, model: str | None = None) -> str:
     if table.empty:
         raise UserInputError(f"the run in {str(run)!r} has no completed trial")
     best = table.sort_values(["val_segment_accuracy", "val_track_accuracy"], ascending=False).iloc[0]
-    return str(best["checkpoint"])
+    return located_in_run(str(best["checkpoint"]), run)
 
 
 class Predictor:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from genre.metrics import metric_columns
+from genre.storage import is_uri
 
 TABLE_COLUMNS = [
     "model",
@@ -140,6 +141,20 @@ def render_table(table: pd.DataFrame) -> str:
         if row["error"]:
             lines.append(f"    error: {row['error']}")
     return "\n".join(lines)
+
+
+def relative_to_run(location: str | None, run: Path) -> str | None:
+    """A checkpoint inside the run folder as a path relative to it, so the folder can move or be copied."""
+    if not location or is_uri(location) or not Path(location).is_relative_to(run):
+        return location
+    return Path(location).relative_to(run).as_posix()
+
+
+def located_in_run(stored: str, run: str | Path) -> str:
+    """Where a results row's checkpoint is: a relative one is inside the run folder `run`."""
+    if is_uri(stored) or Path(stored).is_absolute():
+        return stored
+    return str(Path(run) / stored)
 
 
 def config_json(config: dict[str, Any]) -> str:

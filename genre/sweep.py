@@ -23,29 +23,47 @@ import ray
 import ray.train
 import ray.train.torch
 from ray import tune
+from ray.train.backend import Backend
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash, read_manifest
 from data_pipeline.ray_connect import connect_ray
+from data_pipeline.shards import check_shards, shard_paths
 from data_pipeline.split import SPLITS
 from genre.config import TrainConfig
 from genre.live_view import LiveView
 from genre.models import PRETRAINED_MODES, get_spec, model_names, resolve_weights
 from genre.plots import write_plots
 from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
-from genre.results import HISTORY_COLUMNS, config_json, render_table, results_frame, write_results
+from genre.results import (
+    HISTORY_COLUMNS,
+    config_json,
+    relative_to_run,
+    render_table,
+    results_frame,
+    write_results,
+)
 from genre.shared_paths import check_shared
 from genre.storage import Storage, open_storage
+from genre.sweep_record import (
+    SWEEP_FILE,
+    SWEEP_LEVEL,
+    TRAIN_OPTIONS,
+    SweepRecord,
+    flag,
+    read_sweep_record,
+    record_resume,
+    resume_changes,
+    write_sweep_record,
+)
 from genre.train_batches import TRAIN, held_in_memory, shard_mib
 from genre.train_loop import TEST, TRAIN_EVAL, VAL, attempts, train_worker
 
 EXPERIMENT = "tune"
 TRAIN_RUNS = "train"
 CHECKPOINTS = "checkpoints"
-# In OUT: where the sweep's run storage is, so that `--resume` finds it without `--storage` again.
-SWEEP_FILE = "sweep.json"
 SCHEDULERS = ("fifo", "asha")
 METRIC, MODE = "val_segment_accuracy", "max"
 
@@ -76,6 +94,21 @@ class SweepConfig:
     # Hidden, for fault-injection tests: {model: genre.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_options(cls, options: dict[str, Any], **rest: Any) -> SweepConfig:
+        """A sweep from its options by name (as `options()` gives them); defaults for those left out."""
+        train = TrainConfig(model="", data="", **{n: options[n] for n in TRAIN_OPTIONS if n in options})
+        models = tuple(options.get("models") or model_names())
+        return cls(models=models, train=train, **{n: options[n] for n in SWEEP_LEVEL if n in options}, **rest)
+
+    def options(self) -> dict[str, Any]:
+        """The options that define this sweep, by name: what sweep.json records for --resume."""
+        return {
+            "models": list(self.models),
+            **{name: getattr(self.train, name) for name in TRAIN_OPTIONS},
+            **{name: getattr(self, name) for name in SWEEP_LEVEL},
+        }
+
 
 @dataclass
 class SweepResult:
@@ -93,14 +126,13 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     started = time.perf_counter()
     manifest = read_manifest(config.data)
     _validate(config, manifest)
+    check_shards(config.data, manifest)
     out = config.out.resolve()
-    storage = _run_storage(config, out)
-    if storage.child(EXPERIMENT).exists() and not config.resume:
-        where = "OUT" if storage.location == str(out) else f"the storage {storage}"
-        raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
+    record = _resumed_record(config, out, progress) if config.resume else _new_record(config, out)
+    storage = open_storage(record.storage)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_sweep_file(out, storage)
+        write_sweep_record(out, record)
     except OSError as error:
         raise UserInputError(f"cannot write to OUT {str(config.out)!r}: {error.strerror}") from None
 
@@ -161,19 +193,45 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     return SweepResult(table, paths, plan, time.perf_counter() - started, storage.location)
 
 
-def _run_storage(config: SweepConfig, out: Path) -> Storage:
-    """--storage, else the storage recorded in OUT by the sweep being resumed, else OUT."""
-    if config.storage:
-        return open_storage(config.storage)
-    recorded = out / SWEEP_FILE
-    if config.resume and recorded.is_file():
-        return open_storage(json.loads(recorded.read_text(encoding="utf-8"))["storage"])
-    return open_storage(out)
+def _new_record(config: SweepConfig, out: Path) -> SweepRecord:
+    """A new sweep's record; its run storage is --storage, else OUT, and holds no sweep yet."""
+    storage = open_storage(config.storage or out)
+    if storage.child(EXPERIMENT).exists():
+        where = "OUT" if storage.location == str(out) else f"the storage {storage}"
+        raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
+    data = Path(config.data).resolve()
+    return SweepRecord(storage.location, str(data), manifest_hash(data), config.options())
 
 
-def _write_sweep_file(out: Path, storage: Storage) -> None:
-    record = {"storage": storage.location}
-    (out / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+def _resumed_record(config: SweepConfig, out: Path, progress: Progress) -> SweepRecord:
+    """The record of the sweep in OUT, after checking that `config` continues that very sweep."""
+    record = read_sweep_record(out)
+    if record is None:
+        raise UserInputError(
+            f"OUT {str(config.out)!r} holds no sweep to resume (no {SWEEP_FILE}); leave out --resume to "
+            "start one"
+        )
+    storage = open_storage(record.storage)
+    if config.storage and open_storage(config.storage).location != storage.location:
+        raise UserInputError(
+            f"--storage {open_storage(config.storage)} is not where the sweep in OUT keeps its run state "
+            f"({storage}); leave --storage out to resume it"
+        )
+    if record.manifest_sha256 and manifest_hash(config.data) != record.manifest_sha256:
+        raise UserInputError(
+            f"DATA {str(config.data)!r} is not the dataset the sweep in OUT was started on "
+            f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
+        )
+    experiment = storage.child(EXPERIMENT)
+    if not tune.Tuner.can_restore(experiment.path, storage_filesystem=_ray_filesystem(storage)):
+        raise UserInputError(
+            f"the sweep in OUT {str(config.out)!r} never started a trial (no run state in {experiment}); "
+            "run it again without --resume"
+        )
+    changed = resume_changes(record.options, config.options())
+    for name, (old, new) in changed.items():
+        progress(f"resuming with {flag(name)} {new} (the sweep had {old})")
+    return record_resume(record, config.options(), changed)
 
 
 def _train_split_note(train: TrainConfig, manifest: dict[str, Any], num_workers: int) -> str:
@@ -205,7 +263,7 @@ def _tuner(
     """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
     experiment = storage.child(EXPERIMENT)
     filesystem = _ray_filesystem(storage)
-    if config.resume and tune.Tuner.can_restore(experiment.path, storage_filesystem=filesystem):
+    if config.resume:
         progress(f"resuming the sweep in {experiment}")
         return tune.Tuner.restore(
             experiment.path, trainable, resume_errored=True, storage_filesystem=filesystem
@@ -248,6 +306,11 @@ def _validate(config: SweepConfig, manifest: dict[str, Any]) -> None:
         raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
     if config.num_samples < 1:
         raise UserInputError("--num-samples must be at least 1")
+    if config.max_failures < 0:
+        raise UserInputError(
+            f"--max-failures must be 0 or more, not {config.max_failures} (a trial that fails forever "
+            "would never end the sweep)"
+        )
 
 
 def _protocol(manifest: dict[str, Any]) -> str:
@@ -323,6 +386,19 @@ def _trial_setup(
     }
 
 
+@dataclass
+class SingleWorkerTorchConfig(ray.train.torch.TorchConfig):
+    """One worker: Torch's device set-up, without a process group.
+
+    A process group's store (c10d TCPStore) listens on every interface, unauthenticated, whatever
+    address it is given; a single worker has no one to talk to.
+    """
+
+    @property
+    def backend_cls(self) -> type[Backend]:
+        return Backend
+
+
 def genre_trial(
     trial_config: dict[str, Any], setup: dict[str, Any], datasets: dict[str, ray.data.Dataset]
 ) -> None:
@@ -346,6 +422,7 @@ def genre_trial(
     per_worker = {"CPU": setup["cpus_per_worker"], **({"GPU": setup["gpus_per_worker"]} if use_gpu else {})}
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
+        torch_config=ray.train.torch.TorchConfig() if setup["num_workers"] > 1 else SingleWorkerTorchConfig(),
         train_loop_config={
             "train": train_config.to_dict(),
             "features": setup["features"],
@@ -381,7 +458,10 @@ def open_datasets(data: str | Path) -> dict[str, ray.data.Dataset]:
     # Batches in file order: with the seeded shuffle, the same seed gives the same metrics.
     context.execution_options.preserve_order = True
     columns = ["mel", "label", "track_id"]
-    splits = {name: ray.data.read_parquet(str(Path(data) / name), columns=columns) for name in SPLITS}
+    manifest = read_manifest(data)
+    splits = {
+        name: ray.data.read_parquet(shard_paths(data, manifest, name), columns=columns) for name in SPLITS
+    }
     return {
         TRAIN_EVAL: splits["train"].materialize(),
         VAL: splits["val"].materialize(),
@@ -416,6 +496,7 @@ def _collect(
             "batch_size": metrics.get("batch_size")
             or trial_config.get("batch_size", config.train.batch_size),
             "dropout": metrics.get("dropout") or trial_config.get("dropout", config.train.dropout),
+            "checkpoint": relative_to_run(metrics.get("checkpoint"), config.out.resolve()),
             "dataset_manifest_sha256": manifest_sha,
             "config": config_json({**config.train.to_dict(), **trial_config}),
         }

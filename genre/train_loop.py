@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import autocast, grad_scaler, resolve_amp
-from genre.checkpoints import best_location, load_checkpoint, save_best
+from genre.checkpoints import save_best
 from genre.config import TrainConfig
 from genre.faults import Fault
 from genre.inference import as_model_input, segment_probabilities
@@ -70,7 +70,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr or spec.lr)
     scaler = grad_scaler(amp, device)
 
-    state = _restore(plain_model, optimizer, scaler)
+    state, best_weights = _restore(plain_model, optimizer, scaler)
     train_shard_mib = shard_mib(features, loop_config["train_segments"], context.get_world_size())
     batches = TrainBatches(config, device, train_shard_mib)
     started_at = state.get("started_at", time.time())
@@ -110,21 +110,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             metrics.update(_evaluate(plain_model, VAL, device, amp))
             if metrics["val_segment_accuracy"] > state.get("best_val", -1.0):
                 state["best_val"], state["best_epoch"] = metrics["val_segment_accuracy"], epoch
-                save_best(
-                    config.checkpoint_dir,
-                    plain_model,
-                    config=config,
-                    features=features,
-                    labels=labels,
-                    epoch=epoch,
-                    metrics=metrics,
-                )
+                state["best_metrics"] = dict(metrics)
+                # Kept with the epoch's checkpoint, never written ahead of it: after a restart the
+                # best epoch, its weights and the history all come from the restored timeline.
+                best_weights = _cpu_copy(plain_model.state_dict())
         metrics["best_epoch"] = state.get("best_epoch", epoch)
         metrics["epoch_time_s"] = time.perf_counter() - epoch_started
         # Carried in the checkpoints: a trial restarted after a kill still reports every epoch once.
         state["history"] = [*state.get("history", []), dict(metrics)]
         state["epoch"], state["started_at"] = epoch, started_at
-        _report_with_state(metrics, plain_model, optimizer, scaler, state, rank)
+        _report_with_state(metrics, plain_model, optimizer, scaler, state, best_weights, rank)
 
     final = {
         "final": 1,
@@ -132,9 +127,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         "amp": amp,
         "pretrained": weights.describe() if weights else "none",
     }
+    checkpoint = ""
     if rank == 0:
-        best = load_checkpoint(best_location(config.checkpoint_dir))
-        plain_model.load_state_dict(best["state_dict"])
+        plain_model.load_state_dict(best_weights)
+        checkpoint = save_best(
+            config.checkpoint_dir,
+            plain_model,
+            config=config,
+            features=features,
+            labels=labels,
+            epoch=state["best_epoch"],
+            metrics=state["best_metrics"],
+        )
         for split in (TRAIN_EVAL, VAL, TEST):
             scores = _evaluate(plain_model, split, device, amp)
             final.update({key.replace(TRAIN_EVAL, TRAIN, 1): value for key, value in scores.items()})
@@ -148,7 +152,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         samples_per_s=state.get("samples", 0) / max(state.get("train_seconds", 0.0), 1e-9),
         started_at=started_at,
         finished_at=time.time(),
-        checkpoint=best_location(config.checkpoint_dir),
+        checkpoint=checkpoint,
         history=json.dumps(state.get("history", [])),
     )
     ray.train.report(final)
@@ -180,9 +184,13 @@ def _report_with_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     state: dict[str, Any],
+    best_weights: dict[str, torch.Tensor] | None,
     rank: int,
 ) -> None:
-    """Report the epoch; rank 0 attaches everything a restarted worker needs to continue."""
+    """Report the epoch; rank 0 attaches everything a restarted worker needs to continue.
+
+    The best epoch's weights travel too, unless this epoch is the best (then they are "model").
+    """
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -193,6 +201,7 @@ def _report_with_state(
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "state": copy.deepcopy(state),
+                "best_model": None if state.get("best_epoch") == state["epoch"] else best_weights,
             },
             Path(folder) / STATE_FILE,
         )
@@ -201,16 +210,22 @@ def _report_with_state(
 
 def _restore(
     model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """The trial's state and its best weights so far, from the last reported checkpoint (if any)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {}
+        return {}, None
     with checkpoint.as_directory() as folder:
         saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
-    return dict(saved["state"])
+    best = saved["best_model"] if saved.get("best_model") is not None else saved["model"]
+    return dict(saved["state"]), best
+
+
+def _cpu_copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
 
 
 def attempts(checkpoint_dir: str) -> int:

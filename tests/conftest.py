@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from data_pipeline.prepare import PrepareConfig, PrepareResult, prepare
 from genre.config import TrainConfig
 from genre.sweep import SweepConfig, run_sweep
 from tests.audio_factory import make_collection
+from tests.ray_nodes import ListeningSampler
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,8 @@ def ray_session() -> Iterator[None]:
     # Two CPUs, as on the smallest machine genre must run on. With the dashboard, as `genre sweep`
     # starts Ray: Ray Train's placement-group cleaner needs its state API to free the resources of
     # trials that ASHA stops (without it they leak and later trials wait forever).
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING")
+    # "local": never the cluster that Ray's address file of some earlier `ray start` names.
+    ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="WARNING")
     yield
     ray.shutdown()
 
@@ -73,6 +76,14 @@ def sweep(data, out, models, **train_options) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def six_model_run(tiny_dataset, tmp_path_factory):
+def six_model_sweep(tiny_dataset, tmp_path_factory) -> SimpleNamespace:
+    """All six models as concurrent trials, and every address the test's Ray listened on meanwhile."""
     out = tmp_path_factory.mktemp("sweep-six")
-    return out, sweep(tiny_dataset, out, SIX)
+    with ListeningSampler() as listening:
+        table = sweep(tiny_dataset, out, SIX)
+    return SimpleNamespace(out=out, table=table, listening=listening.seen)
+
+
+@pytest.fixture(scope="session")
+def six_model_run(six_model_sweep) -> tuple[Path, pd.DataFrame]:
+    return six_model_sweep.out, six_model_sweep.table

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -87,6 +88,29 @@ def listening_addresses(processes: list[psutil.Process]) -> set[tuple[str, int]]
             continue
         found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
     return found
+
+
+class ListeningSampler:
+    """Every address that a process or its descendants listen on while the `with` block runs."""
+
+    def __init__(self, root: psutil.Process | None = None, every_s: float = 0.5) -> None:
+        self.root, self.every_s = root or psutil.Process(), every_s
+        self.seen: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ListeningSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.seen |= listening_addresses([self.root, *self.root.children(recursive=True)])
 
 
 def kill_nodes(temp_dir: str) -> None:

@@ -20,6 +20,7 @@ from tests.ray_nodes import (
     LOOPBACK,
     RAY_CLI,
     REPO,
+    ListeningSampler,
     can_hide_a_folder_from_a_node,
     free_port,
     kill_nodes,
@@ -117,22 +118,48 @@ def test_the_local_head_listens_on_loopback_only(local_head):
     assert {ip for ip, _ in addresses} <= LOOPBACK, addresses
 
 
-def test_genre_starts_its_own_ray_on_loopback_only(tiny_audio, tmp_path):
-    env = ray_environment()
+def test_genre_starts_its_own_ray_on_loopback_ignoring_a_dead_heads_address_file(tiny_audio, tmp_path):
+    # A head stopped by a signal leaves Ray's address file behind; Ray's default would join it.
+    ray_tmp = short_temp_dir()
+    (Path(ray_tmp) / "ray").mkdir()
+    (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    env = ray_environment(RAY_TMPDIR=ray_tmp)
     env.pop(RAY_CLUSTER_MODE_VARIABLE, None)  # `genre` must choose loopback itself
+    env.pop("RAY_ADDRESS", None)
     command = [sys.executable, "-m", "genre.cli", "prepare", str(tiny_audio), str(tmp_path / "data")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    driver, seen = psutil.Process(process.pid), set()
-    while process.poll() is None:
-        try:
-            seen |= listening_addresses([driver, *driver.children(recursive=True)])
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.2)
-    _, errors = process.communicate(timeout=300)
+    try:
+        with ListeningSampler(psutil.Process(process.pid), every_s=0.2) as listening:
+            _, errors = process.communicate(timeout=180)
+    finally:
+        process.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert process.returncode == 0, errors[-3000:]
-    assert len(seen) >= 4, seen  # its GCS, raylet, agents and the driver's own worker
-    assert {ip for ip, _ in seen} <= LOOPBACK, seen
+    assert len(listening.seen) >= 4, listening.seen  # its GCS, raylet, agents and the driver's own worker
+    assert {ip for ip, _ in listening.seen} <= LOOPBACK, listening.seen
+
+
+@pytest.mark.parametrize(
+    ("command", "how"), [("sweep", "--address"), ("prepare", "RAY_ADDRESS")], ids=["flag", "variable"]
+)
+def test_a_cluster_address_where_nothing_answers_fails_at_once_with_one_line(
+    tiny_audio, tiny_dataset, tmp_path, command, how
+):
+    dead = f"127.0.0.1:{free_port()}"
+    source = tiny_dataset if command == "sweep" else tiny_audio
+    options = ["--address", dead] if how == "--address" else []
+    env = ray_environment(**({"RAY_ADDRESS": dead} if how == "RAY_ADDRESS" else {}))
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "genre.cli", command, str(source), str(tmp_path / "out"), *options],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert run.returncode == 2, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"genre {command}: error: no Ray cluster answers at "), lines
+    assert dead in lines[0] and "Connection refused" in lines[0]
 
 
 def test_a_sweep_submitted_with_ray_job_submit_writes_its_results(local_head, tiny_dataset, tmp_path):

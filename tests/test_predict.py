@@ -1,6 +1,8 @@
 """Using a trained model: `genre predict` on any audio, `genre evaluate` on a test split."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,7 +33,18 @@ def test_the_best_model_of_the_run_is_the_default(six_model_run):
     out, table = six_model_run
     completed = table[table["status"] == "completed"]
     best = completed.sort_values(["val_segment_accuracy", "val_track_accuracy"], ascending=False).iloc[0]
-    assert best_checkpoint(out) == best["checkpoint"]
+    assert best_checkpoint(out) == str(out / best["checkpoint"])
+
+
+def test_a_copied_run_folder_uses_its_own_checkpoints(six_model_run, tmp_path):
+    out, table = six_model_run
+    # Stored relative to the run folder, so a copy (or a moved folder) is self-contained.
+    assert all(not Path(c).is_absolute() for c in table["checkpoint"])
+    copy = shutil.copytree(out, tmp_path / "copied-run", ignore=shutil.ignore_patterns("tune", "train"))
+    checkpoint = best_checkpoint(copy, "cnn3")
+    assert Path(checkpoint).is_relative_to(copy)
+    predictor = Predictor(checkpoint)
+    assert predictor.model_name == "cnn3"
 
 
 def test_a_long_file_and_a_stereo_44k_flac_and_mp3_are_predicted(six_model_run, tmp_path):
@@ -83,7 +96,7 @@ def test_evaluate_matches_the_sweeps_test_scores_and_writes_a_confusion_matrix(
 ):
     _out, table = six_model_run
     row = table.set_index("model").loc["cnn4_gru"]
-    result = evaluate(tiny_dataset, row["checkpoint"], tmp_path)
+    result = evaluate(tiny_dataset, _out / row["checkpoint"], tmp_path)
     for name, value in result.scores.items():
         assert value == pytest.approx(row[name], abs=1e-6)
     assert result.confusion["track"].to_numpy().sum() == 3  # one test track per genre
@@ -97,4 +110,4 @@ def test_evaluate_refuses_a_dataset_with_other_features(six_model_run, prepared)
 
     out, table = six_model_run
     with pytest.raises(UserInputError, match="not the ones the model was trained on"):
-        evaluate(prepared.out, table.loc[0, "checkpoint"], out / "nowhere")
+        evaluate(prepared.out, out / table.loc[0, "checkpoint"], out / "nowhere")

@@ -16,6 +16,7 @@ from genre.inference import segment_probabilities
 from genre.metrics import metric_columns, split_metrics
 from genre.sweep import SweepConfig, run_sweep
 from tests.conftest import SIX, quiet, sweep
+from tests.ray_nodes import LOOPBACK
 
 
 def test_all_six_models_get_a_row_with_every_metric(six_model_run):
@@ -26,6 +27,13 @@ def test_all_six_models_get_a_row_with_every_metric(six_model_run):
         assert table[column].between(0, 1).all(), column
     assert (table["params"] > 0).all() and (table["train_time_s"] > 0).all()
     assert (table["split_protocol"] == "track (stratified)").all()
+
+
+def test_trials_listen_on_loopback_only(six_model_sweep):
+    # The tests' Ray is on loopback, as the one genre starts; a single-worker trial must not open a
+    # process group, whose store would listen on every interface.
+    assert len(six_model_sweep.listening) >= 4, six_model_sweep.listening
+    assert {ip for ip, _ in six_model_sweep.listening} <= LOOPBACK, six_model_sweep.listening
 
 
 def test_trials_really_run_at_the_same_time(six_model_run):
@@ -48,10 +56,10 @@ def test_the_run_writes_the_table_history_plots_and_checkpoints(six_model_run):
 
 
 def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_model_run, tiny_dataset):
-    _, table = six_model_run
+    out, table = six_model_run
     test = read_split(tiny_dataset, "test")
     for _, row in table.iterrows():
-        payload = load_checkpoint(row["checkpoint"])
+        payload = load_checkpoint(out / row["checkpoint"])
         assert payload["features"]["n_mels"] == 64 and payload["labels"]["0"] == "genre0"
         model = model_from_checkpoint(payload)
         probabilities = segment_probabilities(model, [read_mels(test)], torch.device("cpu"))
@@ -94,7 +102,7 @@ def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_spli
     assert row["status"] == "completed" and result.plan.num_workers == 2
     # Scores come from rank 0 over the whole split, so they match the checkpoint scored alone.
     test = read_split(tiny_dataset, "test")
-    model = model_from_checkpoint(load_checkpoint(row["checkpoint"]))
+    model = model_from_checkpoint(load_checkpoint(tmp_path / row["checkpoint"]))
     probabilities = segment_probabilities(model, [read_mels(test)], torch.device("cpu"))
     scores = split_metrics(
         "test",

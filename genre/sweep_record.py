@@ -1,0 +1,124 @@
+"""The sweep's record in OUT (`sweep.json`): its run storage, its dataset and the options it was started with.
+
+`--resume` reads it, so a resumed sweep continues exactly the sweep that was started, whatever the
+defaults of the command that resumes it; an option given again with another value is refused by
+name, except those that only say how robustly or on what resources the trials run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from data_pipeline.errors import UserInputError
+from genre.config import TrainConfig
+
+SWEEP_FILE = "sweep.json"
+# TrainConfig fields that the sweep sets per trial or per machine are not options of the sweep.
+_PER_TRIAL = ("model", "data", "checkpoint_dir", "torch_threads", "fault")
+TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in _PER_TRIAL)
+# Options of the sweep itself (SweepConfig fields), beside `models` and TRAIN_OPTIONS.
+SWEEP_LEVEL = (
+    "num_samples",
+    "scheduler",
+    "num_workers",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "max_concurrent",
+    "max_failures",
+)
+# Applied to the trials that continue (each trial starts its Train workers with them) and recorded.
+# Everything else would change what the trials compute, or (max_concurrent) is fixed in Tune's state.
+CHANGEABLE_ON_RESUME = ("max_failures", "cpus_per_trial", "gpus_per_trial")
+# The command-line flag of an option whose name is not its flag's.
+_FLAGS = {"weights_dir": "--weights"}
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What `sweep.json` holds."""
+
+    storage: str
+    data: str = ""
+    manifest_sha256: str = ""
+    # Options by name (SweepConfig.options()); empty for a sweep recorded before they were.
+    options: dict[str, Any] = field(default_factory=dict)
+    # One entry per resume that changed an option: {"at": ISO time, "changed": {name: [old, new]}}.
+    resumed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_sweep_record(out: Path) -> SweepRecord | None:
+    """The record in OUT, None if there is none; a one-line error if it cannot be read."""
+    path = Path(out) / SWEEP_FILE
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return SweepRecord(**values)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
+        raise UserInputError(
+            f"{path} cannot be read ({reason}); it records the sweep in OUT: restore it, or start a new "
+            "sweep in another OUT"
+        ) from None
+
+
+def write_sweep_record(out: Path, record: SweepRecord) -> None:
+    (Path(out) / SWEEP_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+
+
+def resume_changes(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, list[Any]]:
+    """The changeable options that `wanted` sets otherwise than `saved`: {name: [old, new]}.
+
+    Any other difference is refused, named with its flag, before anything runs.
+    """
+    if not saved:
+        return {}  # recorded by an older genre: nothing to hold the command to
+    differences = {
+        name: [saved.get(name), value]
+        for name, value in wanted.items()
+        if name in saved and _normal(saved[name]) != _normal(value)
+    }
+    refused = [name for name in differences if name not in CHANGEABLE_ON_RESUME]
+    if refused:
+        described = "; ".join(
+            f"{flag(name)} {_show(differences[name][1])} (the sweep has {_show(differences[name][0])})"
+            for name in refused
+        )
+        raise UserInputError(
+            f"--resume continues the sweep in OUT as it was started: {described}; leave "
+            f"{'it' if len(refused) == 1 else 'them'} out, or start a new sweep in another OUT "
+            f"(only {', '.join(flag(n) for n in CHANGEABLE_ON_RESUME)} may change on --resume)"
+        )
+    return {name: change for name, change in differences.items() if name in CHANGEABLE_ON_RESUME}
+
+
+def record_resume(record: SweepRecord, options: dict[str, Any], changed: dict[str, list[Any]]) -> SweepRecord:
+    """The record after a resume that applied `changed`."""
+    if not changed:
+        return record
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "changed": changed}
+    return SweepRecord(record.storage, record.data, record.manifest_sha256, options, [*record.resumed, entry])
+
+
+def flag(name: str) -> str:
+    """The command-line flag of an option."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _normal(value: Any) -> Any:
+    # JSON gives lists where the config holds tuples, and ints where it may hold floats.
+    if isinstance(value, tuple | list):
+        return [_normal(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return "(default)" if value is None else str(value)
