@@ -7,9 +7,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,18 +18,20 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
+from data_pipeline.dataset_folder import (
+    check_apart,
+    check_out,
+    make_staging,
+    move_into_place,
+    remove_interrupted_staging,
+)
 from data_pipeline.discover import Discovery, Reject, Track, discover
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.featurize import ShardJob, featurize_shard
-from data_pipeline.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    is_dataset,
-    library_versions,
-    write_manifest,
-)
+from data_pipeline.manifest import FORMAT_VERSION, MANIFEST_NAME, library_versions, write_manifest
 from data_pipeline.ray_connect import connect_ray
+from data_pipeline.screen import screen
 from data_pipeline.shards import COLUMNS, TRACKS_PER_SHARD
 from data_pipeline.split import (
     PROTOCOLS,
@@ -44,8 +44,6 @@ from data_pipeline.split import (
 )
 
 Progress = Callable[[str], None]
-# In a partial dataset folder: "<host> <pid>" of the run writing it.
-OWNER_FILE = ".owner"
 # Writing failed for want of space or permission: the user's to fix, not a bug.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -102,9 +100,11 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
     """
     started = time.perf_counter()
     ratios = parse_ratios(config.ratios)
-    _check_out(config.out, config.overwrite)
-    discovery = discover(config.source)
-    track_split = _plan_split(config, discovery.tracks, ratios)
+    check_out(config.out, config.overwrite)
+    found = discover(config.source)
+    check_apart(config.source, config.out, found)
+    discovery = screen(found, config.features.segment_seconds)
+    track_split = _plan_split(config, discovery, ratios)
     tracks = [
         t for t in discovery.tracks if config.split == "segment" or t.track_id in track_split.assignment
     ]
@@ -113,18 +113,18 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         f"prepare: {len(tracks)} tracks in {len(labels)} genres from {discovery.source} "
         f"({len(discovery.skipped)} files skipped)"
     )
-    for stale in _remove_interrupted_staging(config.out):
+    for stale in remove_interrupted_staging(config.out):
         progress(f"removed {stale.name}, left by an interrupted run")
-    staging = _make_staging(config.out)
+    staging = make_staging(config.out)
     try:
         connect_ray(config.ray_address)
         job = ShardJob(config.features, str(staging), config.split, config.seed, ratios, labels)
         summaries = _run_featurize(tracks, track_split, config.tracks_per_shard, job, progress, started)
         manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, staging)
+        _check_every_split_has_every_genre(config, summaries, labels, ratios)
         manifest["run"] = _run_stats(summaries, time.perf_counter() - started)
         write_manifest(staging, manifest)
-        (staging / OWNER_FILE).unlink()
-        _move_into_place(staging, config.out)
+        move_into_place(staging, config.out, config.overwrite)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         disk_error = _disk_error(error)
@@ -137,18 +137,21 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
     return PrepareResult(config.out, manifest)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"OUT {str(out)!r} exists and is not a folder")
-    if is_dataset(out):
-        if not overwrite:
-            raise UserInputError(f"OUT {str(out)!r} already holds a dataset; pass --overwrite to replace it")
-    elif out.is_dir() and any(out.iterdir()):
-        # Never delete a folder genre did not make, --overwrite or not.
-        raise UserInputError(f"OUT {str(out)!r} is not empty and is not a genre dataset; choose another")
+def _plan_split(config: PrepareConfig, discovery: Discovery, ratios: tuple[float, ...]) -> TrackSplit:
+    """Where each usable track goes; a genre too small to split is refused, naming what was rejected."""
+    try:
+        return _split(config, discovery.tracks, ratios)
+    except UserInputError as error:
+        if not discovery.skipped:
+            raise
+        first = discovery.skipped[0]
+        raise UserInputError(
+            f"{error}; {len(discovery.skipped)} file(s) of SRC could not be used ({first.path}: "
+            f"{first.reason}{', ...' if len(discovery.skipped) > 1 else ''})"
+        ) from None
 
 
-def _plan_split(config: PrepareConfig, tracks: list[Track], ratios: tuple[float, ...]) -> TrackSplit:
+def _split(config: PrepareConfig, tracks: list[Track], ratios: tuple[float, ...]) -> TrackSplit:
     if config.split not in PROTOCOLS:
         raise UserInputError(f"--split must be one of {', '.join(PROTOCOLS)}, not {config.split!r}")
     if config.split == "segment":
@@ -158,50 +161,6 @@ def _plan_split(config: PrepareConfig, tracks: list[Track], ratios: tuple[float,
     if config.split_lists:
         return split_by_lists(tracks, read_split_lists(config.split_lists))
     return split_by_track(tracks, ratios, config.seed)
-
-
-def _make_staging(out: Path) -> Path:
-    # A sibling of OUT, so the final move is a rename on one filesystem.
-    staging = out.parent / f"{_staging_prefix(out)}{uuid.uuid4().hex[:8]}"
-    try:
-        staging.mkdir(parents=True)
-        # Who is writing it: a later run removes the folder once this process is gone.
-        (staging / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UserInputError(f"cannot write next to OUT {str(out)!r}: {error.strerror}") from None
-    return staging
-
-
-def _staging_prefix(out: Path) -> str:
-    return f".{out.name}.partial-"
-
-
-def _remove_interrupted_staging(out: Path) -> list[Path]:
-    """Delete the partial folders of OUT whose run was killed (its process gone, on this machine)."""
-    removed = []
-    for folder in out.parent.glob(f"{_staging_prefix(out)}*"):
-        try:
-            host, pid = (folder / OWNER_FILE).read_text().split()
-        except (OSError, ValueError):
-            # Killed before it named its owner, a moment after it was made.
-            host, pid = socket.gethostname(), "0"
-        if host == socket.gethostname() and not _process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _disk_error(error: BaseException) -> str | None:
@@ -277,6 +236,22 @@ def _featurize_data_context() -> Iterator[None]:
         context.enable_progress_bars, context.op_resource_reservation_enabled = saved
 
 
+def _check_every_split_has_every_genre(
+    config: PrepareConfig, summaries: list[dict[str, Any]], labels: dict[str, int], ratios: tuple[float, ...]
+) -> None:
+    """After decoding: a file that failed only then must not have left a split without a genre."""
+    if config.split != "track" or config.split_lists:
+        return  # segments are drawn one by one; split lists are the user's to fill
+    for split, ratio in zip(SPLITS, ratios, strict=True):
+        present = {s["genre"] for s in summaries if not s["reject"] and s[f"segments_{split}"] > 0}
+        missing = sorted(set(labels) - present)
+        if ratio > 0 and missing:
+            raise UserInputError(
+                f"after decoding, the {split} split has no track of {', '.join(map(repr, missing))}: "
+                f"files failed to decode (see rejects); remove them from SRC and run again"
+            )
+
+
 def _build_manifest(
     config: PrepareConfig,
     discovery: Discovery,
@@ -339,14 +314,3 @@ def _run_stats(summaries: list[dict[str, Any]], wall_seconds: float) -> dict[str
         "audio_seconds": round(audio_seconds, 3),
         "audio_seconds_per_second": round(audio_seconds / wall_seconds, 1) if wall_seconds else 0.0,
     }
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    # OUT is an empty folder or a dataset being overwritten: swap it out, then delete the old one.
-    retired = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
-    os.replace(out, retired)
-    os.replace(staging, out)
-    shutil.rmtree(retired, ignore_errors=True)

@@ -77,7 +77,7 @@ def check_shards(dataset: str | Path, manifest: dict[str, Any]) -> None:
                 raise UserInputError(
                     f"{path} is not a readable Parquet shard ({reason}); {_PREPARE_AGAIN}"
                 ) from None
-            missing = [c for c in COLUMNS if c not in metadata.schema.names]
+            missing = [c for c in COLUMNS if c not in metadata.schema.to_arrow_schema().names]
             if missing or metadata.num_rows != shard["rows"]:
                 found = f"lacks {', '.join(missing)}" if missing else f"holds {metadata.num_rows} rows"
                 raise UserInputError(

@@ -222,13 +222,13 @@ def _resumed_record(config: SweepConfig, out: Path, progress: Progress) -> Sweep
             f"DATA {str(config.data)!r} is not the dataset the sweep in OUT was started on "
             f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
         )
+    changed = resume_changes(record.options, config.options())
     experiment = storage.child(EXPERIMENT)
     if not tune.Tuner.can_restore(experiment.path, storage_filesystem=_ray_filesystem(storage)):
         raise UserInputError(
             f"the sweep in OUT {str(config.out)!r} never started a trial (no run state in {experiment}); "
             "run it again without --resume"
         )
-    changed = resume_changes(record.options, config.options())
     for name, (old, new) in changed.items():
         progress(f"resuming with {flag(name)} {new} (the sweep had {old})")
     return record_resume(record, config.options(), changed)

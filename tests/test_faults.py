@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ import psutil
 import pytest
 
 from data_pipeline.manifest import is_dataset
+from genre.checkpoints import load_checkpoint
 from genre.results import TABLE_COLUMNS
+from genre.sweep_record import SWEEP_FILE
 from tests.conftest import sweep
 from tests.ray_nodes import can_hide_a_folder_from_a_node, ray_environment
 
@@ -90,16 +93,36 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tiny_dataset, 
     stop_and_wait(first, sig)
     assert not (out / "results.parquet").exists()
 
-    resume = [*GENRE, "sweep", str(tiny_dataset), str(out), "--resume", "--models", "cnn3,cnn4",
-              "--epochs", "3", "--pretrained", "no", "--max-concurrent", "1"]  # fmt: skip
+    # --resume alone: the sweep's own options (3 epochs, not the default 15), one safe change.
+    resume = [*GENRE, "sweep", str(tiny_dataset), str(out), "--resume", "--max-failures", "2"]
     resumed = subprocess.run(resume, env=ray_environment(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming with --max-failures 2 (the sweep had 1)" in resumed.stdout
+    record = json.loads((out / SWEEP_FILE).read_text())
+    assert record["options"]["max_failures"] == 2 and record["resumed"][0]["changed"] == {
+        "max_failures": [1, 2]
+    }
     table = pd.read_parquet(out / "results.parquet").set_index("model")
     assert list(table.reset_index().columns) == TABLE_COLUMNS
-    assert set(table["status"]) == {"completed"}
+    assert set(table["status"]) == {"completed"} and set(table["epochs"]) == {3}
     # cnn3 ran once; cnn4 started twice and went on from its checkpoint: no epoch trained twice.
     assert table.loc["cnn3", "retries"] == 0 and table.loc["cnn4", "retries"] == 1
     assert epochs_per_trial(out) == {"cnn3": [0, 1, 2], "cnn4": [0, 1, 2]}
+    assert_best_checkpoints_agree_with_table_and_history(out)
+
+
+def assert_best_checkpoints_agree_with_table_and_history(out: Path) -> None:
+    """best.pt, the table's best epoch and the history come from one timeline, restarts included."""
+    table = pd.read_parquet(out / "results.parquet")
+    history = pd.read_parquet(out / "history.parquet")
+    for _, row in table.iterrows():
+        best = load_checkpoint(out / row["checkpoint"])
+        epochs = history[history["trial_id"] == row["trial_id"]].set_index("epoch")
+        assert best["epoch"] == row["best_epoch"] == epochs["val_segment_accuracy"].idxmax()
+        at_best = epochs.loc[row["best_epoch"], "val_segment_accuracy"]
+        # The table's val score is the best weights scored again at the end: the same number.
+        assert best["metrics"]["val_segment_accuracy"] == pytest.approx(at_best, abs=1e-9)
+        assert row["val_segment_accuracy"] == pytest.approx(at_best, abs=1e-6)
 
 
 def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_completes(tiny_audio, tmp_path):

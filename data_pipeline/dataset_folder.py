@@ -1,0 +1,136 @@
+"""OUT of `genre prepare`: what may be written or replaced there, and moving a finished dataset in.
+
+A dataset is assembled in a hidden sibling of OUT and renamed into place only once complete, so a
+crash part-way never leaves an OUT that looks finished. Nothing of the user's is ever deleted: SRC
+and OUT may not be nested, and `--overwrite` replaces only a folder that holds nothing but the files
+its dataset's manifest lists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+from data_pipeline.discover import Discovery
+from data_pipeline.errors import UserInputError
+from data_pipeline.manifest import MANIFEST_NAME, is_dataset, read_manifest
+
+# In a partial dataset folder: "<host> <pid>" of the run writing it.
+OWNER_FILE = ".owner"
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an OUT that must not be written: a file, someone's folder, a dataset without --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"OUT {str(out)!r} exists and is not a folder")
+    if is_dataset(out):
+        if not overwrite:
+            raise UserInputError(f"OUT {str(out)!r} already holds a dataset; pass --overwrite to replace it")
+        foreign = files_not_in_manifest(out)
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise UserInputError(
+                f"OUT {str(out)!r} holds files its dataset does not list ({foreign[0]}{more}); "
+                "--overwrite replaces a dataset's own files only: move the others out first"
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        # Never delete a folder genre did not make, --overwrite or not.
+        raise UserInputError(f"OUT {str(out)!r} is not empty and is not a genre dataset; choose another")
+
+
+def check_apart(source: Path, out: Path, discovery: Discovery) -> None:
+    """Refuse SRC and OUT nested either way, or a source whose audio lies inside OUT.
+
+    OUT inside SRC would be read as audio by the next prepare; SRC inside OUT would be deleted by
+    `--overwrite`.
+    """
+    src, dst = source.expanduser().resolve(), out.expanduser().resolve()
+    if src.is_dir() and (dst == src or dst.is_relative_to(src)):
+        raise UserInputError(f"OUT {str(out)!r} is inside SRC {str(source)!r}; choose an OUT outside SRC")
+    if src.is_relative_to(dst):
+        raise UserInputError(
+            f"SRC {str(source)!r} is inside OUT {str(out)!r}, which a dataset would replace; "
+            "choose an OUT outside SRC"
+        )
+    inside = [track.path for track in discovery.tracks if Path(track.path).is_relative_to(dst)]
+    if inside:
+        raise UserInputError(
+            f"SRC names audio inside OUT {str(out)!r} ({inside[0]}), which a dataset would replace; "
+            "choose an OUT that holds none of the audio"
+        )
+
+
+def files_not_in_manifest(dataset: Path) -> list[str]:
+    """Files (and links) in a dataset folder that its manifest does not list, relative to it."""
+    manifest = read_manifest(dataset)
+    listed = {MANIFEST_NAME} | {shard["path"] for shards in manifest["shards"].values() for shard in shards}
+    found = []
+    for folder, subfolders, files in os.walk(dataset):
+        # A link to a folder is the user's, not a split folder: reported, never walked into.
+        links = [name for name in subfolders if (Path(folder) / name).is_symlink()]
+        for name in sorted([*files, *links]):
+            relative = (Path(folder) / name).relative_to(dataset).as_posix()
+            if relative not in listed:
+                found.append(relative)
+    return found
+
+
+def make_staging(out: Path) -> Path:
+    """A new hidden sibling of OUT to assemble the dataset in (one filesystem: the move is a rename)."""
+    staging = out.parent / f"{_staging_prefix(out)}{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        # Who is writing it: a later run removes the folder once this process is gone.
+        (staging / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserInputError(f"cannot write next to OUT {str(out)!r}: {error.strerror}") from None
+    return staging
+
+
+def remove_interrupted_staging(out: Path) -> list[Path]:
+    """Delete the partial folders of OUT whose run was killed (its process gone, on this machine)."""
+    removed = []
+    for folder in out.parent.glob(f"{_staging_prefix(out)}*"):
+        try:
+            host, pid = (folder / OWNER_FILE).read_text().split()
+        except (OSError, ValueError):
+            # Killed before it named its owner, a moment after it was made.
+            host, pid = socket.gethostname(), "0"
+        if host == socket.gethostname() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished dataset to OUT; an old dataset there is checked again, then replaced."""
+    (staging / OWNER_FILE).unlink()
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    # Checked again: a file may have been put into OUT while the dataset was being made.
+    check_out(out, overwrite)
+    retired = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
+    os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

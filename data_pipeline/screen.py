@@ -1,0 +1,46 @@
+"""Setting aside, before the split, the files whose header shows they cannot be used.
+
+A broken file must not take a place in a split: with two good and three broken rock tracks, a split
+made first could send both good ones to val and test, and train would get no rock at all.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from data_pipeline.audio import AudioDecodeError, probe_audio
+from data_pipeline.discover import Discovery, Reject, Track
+from data_pipeline.errors import UserInputError
+
+# Reading headers waits on the disk (or NFS), not the CPU: threads, and more of them than cores.
+PROBE_THREADS = 16
+
+
+def screen(discovery: Discovery, min_seconds: float) -> Discovery:
+    """The discovery with every track that fails `probe_audio` moved to `skipped`, with its reason.
+
+    A genre all of whose files are unusable stops the run: its label would silently vanish.
+    """
+    with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
+        reasons = list(pool.map(lambda track: _unusable_because(track, min_seconds), discovery.tracks))
+    usable = [track for track, reason in zip(discovery.tracks, reasons, strict=True) if not reason]
+    rejected = [
+        Reject(track.path, reason) for track, reason in zip(discovery.tracks, reasons, strict=True) if reason
+    ]
+    lost = sorted(set(discovery.genres) - {track.genre for track in usable})
+    if lost:
+        genre_of = {track.path: track.genre for track in discovery.tracks}
+        first = next(reject for reject in rejected if genre_of[reject.path] == lost[0])
+        others = f"; nor of {', '.join(map(repr, lost[1:]))}" if len(lost) > 1 else ""
+        raise UserInputError(
+            f"no file of genre {lost[0]!r} can be used ({first.path}: {first.reason}){others}"
+        )
+    return Discovery(discovery.source, discovery.kind, usable, [*discovery.skipped, *rejected])
+
+
+def _unusable_because(track: Track, min_seconds: float) -> str:
+    try:
+        probe_audio(track.path, min_seconds)
+    except AudioDecodeError as error:
+        return str(error)
+    return ""
