@@ -100,9 +100,9 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
     """
     started = time.perf_counter()
     ratios = parse_ratios(config.ratios)
-    check_out(config.out, config.overwrite)
     found = discover(config.source)
     check_apart(config.source, config.out, found)
+    check_out(config.out, config.overwrite)
     discovery = screen(found, config.features.segment_seconds)
     track_split = _plan_split(config, discovery, ratios)
     tracks = [
