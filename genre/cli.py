@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -36,7 +37,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"genre {args.command}: interrupted", file=sys.stderr)
+        _stop_ray()
         return EXIT_INTERRUPTED
+
+
+def _stop_ray() -> None:
+    """Stop the Ray this process started or joined, now rather than at interpreter exit.
+
+    Left to its exit hook, Ray's teardown can race the interpreter's own and crash (seen: a
+    segmentation fault after Ctrl-C while Ray was starting).
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        ray.shutdown()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from genre.checkpoints import load_checkpoint
 from genre.results import TABLE_COLUMNS
 from genre.sweep_record import SWEEP_FILE
 from tests.conftest import sweep
-from tests.ray_nodes import can_hide_a_folder_from_a_node, ray_environment
+from tests.ray_nodes import can_hide_a_folder_from_a_node, free_port, ray_environment, short_temp_dir
 
 GENRE = [sys.executable, "-m", "genre.cli"]
 
@@ -142,6 +143,35 @@ def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_completes(tiny_audio, tm
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert is_dataset(out) and "left by an interrupted run" in rerun.stdout
     assert not list(tmp_path.glob(".data.partial-*"))  # the killed run's folder is gone
+
+
+def test_ctrl_c_while_ray_starts_ends_prepare_at_once_with_nothing_left(tiny_audio, tmp_path):
+    # A dead head's address file, as a stopped `ray start` leaves it: genre starts its own Ray anyway
+    # (joining the dead head would hang in Ray's connect, deaf to Ctrl-C).
+    ray_tmp = Path(short_temp_dir())
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    out = tmp_path / "work"
+    out.mkdir()
+    command = [*GENRE, "prepare", str(tiny_audio), str(out / "data")]
+    env = ray_environment(RAY_TMPDIR=str(ray_tmp))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    driver = psutil.Process(process.pid)
+    deadline = time.monotonic() + 120
+    while not driver.children() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first child is Ray's GCS: Ray is starting
+    family = driver.children(recursive=True)
+    assert family, "Ray never started"
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    assert time.monotonic() - interrupted < 15
+    assert process.returncode == 130, process.stderr.read()
+    assert process.stderr.read().decode().strip().splitlines()[-1] == "genre prepare: interrupted"
+    _, alive = psutil.wait_procs(family, timeout=15)
+    assert not alive, [p.name() for p in alive]
+    assert list(out.iterdir()) == []  # no dataset, no partial folder
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 hide = pytest.mark.skipif(not can_hide_a_folder_from_a_node(), reason="needs unshare and mount (root)")
