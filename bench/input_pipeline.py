@@ -35,8 +35,8 @@ from genre.inference import as_model_input
 from genre.models import create_model
 from genre.resources import plan_resources
 from genre.sweep import open_datasets
-from genre.train_batches import TRAIN, TrainBatches
-from genre.train_loop import TRAIN_EVAL
+from genre.train_batches import TrainBatches
+from genre.trial import TRAIN, TRAIN_EVAL
 
 
 def read_rate(batches: Iterator[dict[str, torch.Tensor]], device: torch.device) -> float:

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.fs as pafs
 import ray
-import ray.train
-import ray.train.torch
+import ray.data
 from ray import tune
-from ray.train.backend import Backend
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from data_pipeline.errors import UserInputError
@@ -58,12 +54,21 @@ from genre.sweep_record import (
     resume_changes,
     write_sweep_record,
 )
-from genre.train_batches import TRAIN, held_in_memory, shard_mib
-from genre.train_loop import TEST, TRAIN_EVAL, VAL, attempts, train_worker
+from genre.train_batches import held_in_memory, shard_mib
+from genre.train_loop import attempts
+from genre.trial import (
+    TEST,
+    TRAIN_EVAL,
+    VAL,
+    TrialSetup,
+    genre_trial,
+    ray_filesystem,
+    ray_storage,
+    trial_folder,
+    trial_lr,
+)
 
 EXPERIMENT = "tune"
-TRAIN_RUNS = "train"
-CHECKPOINTS = "checkpoints"
 SCHEDULERS = ("fifo", "asha")
 METRIC, MODE = "val_segment_accuracy", "max"
 
@@ -163,7 +168,21 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     trainable = tune.with_resources(
         tune.with_parameters(
             genre_trial,
-            setup=_trial_setup(config, manifest, plan, storage, pretrained),
+            setup=TrialSetup(
+                train=config.train.replace(
+                    data=str(Path(config.data).resolve()), torch_threads=plan.torch_threads
+                ),
+                features=manifest["features"],
+                labels=manifest["labels"],
+                train_segments=manifest["counts"]["train"]["segments"],
+                storage=storage.location,
+                num_workers=plan.num_workers,
+                cpus_per_worker=plan.cpus_per_worker,
+                gpus_per_worker=plan.gpus_per_worker,
+                max_failures=config.max_failures,
+                pretrained=pretrained,
+                faults=dict(config.faults),
+            ),
             datasets=datasets,
         ),
         {"cpu": DRIVER_CPUS},
@@ -224,7 +243,7 @@ def _resumed_record(config: SweepConfig, out: Path, progress: Progress) -> Sweep
         )
     changed = resume_changes(record.options, config.options())
     experiment = storage.child(EXPERIMENT)
-    if not tune.Tuner.can_restore(experiment.path, storage_filesystem=_ray_filesystem(storage)):
+    if not tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage)):
         raise UserInputError(
             f"the sweep in OUT {str(config.out)!r} never started a trial (no run state in {experiment}); "
             "run it again without --resume"
@@ -242,27 +261,12 @@ def _train_split_note(train: TrainConfig, manifest: dict[str, Any], num_workers:
     )
 
 
-def _ray_filesystem(storage: Storage) -> pafs.FileSystem | None:
-    """Ray opens a local path itself; a URI's filesystem comes with its options (endpoint, region)."""
-    return None if storage.is_local else storage.filesystem
-
-
-def _ray_storage(storage: Storage) -> dict[str, Any]:
-    """RunConfig's storage arguments."""
-    return {"storage_path": storage.path, "storage_filesystem": _ray_filesystem(storage)}
-
-
-def _trial_folder(storage: Storage, model: str | None, trial_id: str) -> Storage:
-    """Where a trial keeps its best checkpoint and its attempt count."""
-    return storage.child(CHECKPOINTS, f"{model}-{trial_id}")
-
-
 def _tuner(
     config: SweepConfig, trainable, plan: ResourcePlan, storage: Storage, progress: Progress
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
     experiment = storage.child(EXPERIMENT)
-    filesystem = _ray_filesystem(storage)
+    filesystem = ray_filesystem(storage)
     if config.resume:
         progress(f"resuming the sweep in {experiment}")
         return tune.Tuner.restore(
@@ -278,7 +282,7 @@ def _tuner(
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
-            **_ray_storage(storage),
+            **ray_storage(storage),
             # Ray Train restarts a trial's workers in place (max_failures there). A trial that still
             # fails is final here: retrying it in Tune as well would multiply the attempts; a lost
             # trial driver is picked up again by --resume.
@@ -362,90 +366,6 @@ def _decide_pretrained(config: SweepConfig, progress: Progress) -> dict[str, str
     return decisions
 
 
-def _trial_setup(
-    config: SweepConfig,
-    manifest: dict[str, Any],
-    plan: ResourcePlan,
-    storage: Storage,
-    pretrained: dict[str, str],
-) -> dict[str, Any]:
-    return {
-        "pretrained": pretrained,
-        "train": config.train.replace(
-            data=str(Path(config.data).resolve()), torch_threads=plan.torch_threads
-        ).to_dict(),
-        "features": manifest["features"],
-        "labels": manifest["labels"],
-        "train_segments": manifest["counts"]["train"]["segments"],
-        "storage": storage.location,
-        "num_workers": plan.num_workers,
-        "cpus_per_worker": plan.cpus_per_worker,
-        "gpus_per_worker": plan.gpus_per_worker,
-        "max_failures": config.max_failures,
-        "faults": dict(config.faults),
-    }
-
-
-@dataclass
-class SingleWorkerTorchConfig(ray.train.torch.TorchConfig):
-    """One worker: Torch's device set-up, without a process group.
-
-    A process group's store (c10d TCPStore) listens on every interface, unauthenticated, whatever
-    address it is given; a single worker has no one to talk to.
-    """
-
-    @property
-    def backend_cls(self) -> type[Backend]:
-        return Backend
-
-
-def genre_trial(
-    trial_config: dict[str, Any], setup: dict[str, Any], datasets: dict[str, ray.data.Dataset]
-) -> None:
-    """One Tune trial: a Ray Train V2 run of one model and configuration."""
-    trial_id = tune.get_context().get_trial_id()
-    base = TrainConfig.from_dict(setup["train"])
-    model = trial_config["model"]
-    storage = open_storage(setup["storage"])
-    overrides: dict[str, Any] = {
-        "model": model,
-        "pretrained": setup["pretrained"][model],
-        "checkpoint_dir": _trial_folder(storage, model, trial_id).location,
-        "fault": setup["faults"].get(model, ""),
-    }
-    if "lr_scale" in trial_config:
-        overrides["lr"] = _trial_lr(base, trial_config)
-        overrides["batch_size"] = trial_config["batch_size"]
-        overrides["dropout"] = trial_config["dropout"]
-    train_config = base.replace(**overrides)
-    use_gpu = setup["gpus_per_worker"] > 0
-    per_worker = {"CPU": setup["cpus_per_worker"], **({"GPU": setup["gpus_per_worker"]} if use_gpu else {})}
-    trainer = ray.train.torch.TorchTrainer(
-        train_worker,
-        torch_config=ray.train.torch.TorchConfig() if setup["num_workers"] > 1 else SingleWorkerTorchConfig(),
-        train_loop_config={
-            "train": train_config.to_dict(),
-            "features": setup["features"],
-            "labels": setup["labels"],
-            "train_segments": setup["train_segments"],
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=setup["num_workers"], use_gpu=use_gpu, resources_per_worker=per_worker
-        ),
-        run_config=ray.train.RunConfig(
-            # Named from the trial id, never a timestamp: a relaunched trial finds its own run.
-            name=f"train-{trial_id}",
-            **_ray_storage(storage.child(TRAIN_RUNS)),
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=setup["max_failures"]),
-        ),
-        datasets={TRAIN: datasets[TRAIN_EVAL].select_columns(["mel", "label"]), **datasets},
-        dataset_config=ray.train.DataConfig(datasets_to_split=[TRAIN]),
-    )
-    trainer.fit()
-
-
 def open_datasets(data: str | Path) -> dict[str, ray.data.Dataset]:
     """The splits as Ray Datasets, read once and held in Ray's object store for every trial.
 
@@ -487,12 +407,12 @@ def _collect(
             "status": status,
             "error": _error_line(result.error) if result.error else "",
             "retries": max(
-                attempts(_trial_folder(storage, trial_config.get("model"), trial_id).location) - 1, 0
+                attempts(trial_folder(storage, trial_config.get("model"), trial_id).location) - 1, 0
             ),
             "split_protocol": _protocol(manifest),
             "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
             "seed": config.train.seed,
-            "lr": metrics.get("lr") or _trial_lr(config.train, trial_config),
+            "lr": metrics.get("lr") or trial_lr(config.train, trial_config),
             "batch_size": metrics.get("batch_size")
             or trial_config.get("batch_size", config.train.batch_size),
             "dropout": metrics.get("dropout") or trial_config.get("dropout", config.train.dropout),
@@ -514,14 +434,6 @@ def _collect(
     table = table.sort_values(by="model", key=lambda s: s.map(order)).reset_index(drop=True)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=HISTORY_COLUMNS)
     return table, history
-
-
-def _trial_lr(train: TrainConfig, trial_config: dict[str, Any]) -> float | None:
-    """The learning rate a trial used, also for trials stopped before their final report."""
-    model = trial_config.get("model")
-    if model is None:
-        return train.lr
-    return (train.lr or get_spec(model).lr) * trial_config.get("lr_scale", 1.0)
 
 
 def _trial_id_from_path(path: str | None) -> str:

@@ -17,9 +17,9 @@ import ray.train
 import torch
 
 from genre.config import TrainConfig
+from genre.trial import TRAIN
 
 # The train split's name among a trial's Ray Datasets.
-TRAIN = "train"
 Batch = dict[str, torch.Tensor]
 # Bytes per float16 value on the wire and in memory; a label is an int64.
 MEL_BYTES, LABEL_BYTES = 2, 8

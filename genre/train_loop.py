@@ -32,19 +32,20 @@ from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
 from genre.storage import Storage, open_storage
-from genre.train_batches import TRAIN, TrainBatches, shard_mib
+from genre.train_batches import TrainBatches, shard_mib
+
+# Ray Data splits only the training set across workers; evaluation sets reach every worker whole,
+# and rank 0 alone scores them, so metrics never depend on the number of workers.
+from genre.trial import TEST, TRAIN, TRAIN_EVAL, VAL
 
 STATE_FILE = "state.pt"
 # In each trial's checkpoint folder: how many times its training loop has started.
 ATTEMPTS_FILE = "attempts"
 EVAL_BATCH = 256
-# Ray Data splits only the training set across workers; evaluation sets reach every worker whole,
-# and rank 0 alone scores them, so metrics never depend on the number of workers.
-TRAIN_EVAL, VAL, TEST = "train_eval", "val", "test"
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point of every Ray Train worker of a trial."""
+def run_worker(loop_config: dict[str, Any]) -> None:
+    """What every Ray Train worker of a trial runs (entered through genre.trial.train_worker)."""
     quiet_ray_data_logs()
     config = TrainConfig.from_dict(loop_config["train"])
     features, labels = loop_config["features"], loop_config["labels"]
