@@ -1,6 +1,7 @@
 """Faults injected on purpose by the fault-tolerance tests, through a hidden `genre sweep` option.
 
-`--inject-fault MODEL=KIND@EPOCH:STEP[:PATH],...`, for example `cnn4=raise@0:0`:
+`--inject-fault MODEL=KIND@EPOCH:STEP[:PATH],...`, for example `cnn4=raise@0:0`; STEP is a batch's
+index in the epoch, or `end`: once the epoch is trained and validated, before it is reported.
 - `raise`: an exception in the training loop, on every attempt (the trial ends with an error row);
 - `oom`: PyTorch's out-of-memory error, on every attempt;
 - `pause`: the worker writes its pid to PATH and waits there to be killed, on the first attempt only
@@ -19,6 +20,8 @@ import torch
 from data_pipeline.errors import UserInputError
 
 KINDS = ("raise", "oom", "pause")
+# The step of `end`: after an epoch's validation, before its report and checkpoint.
+AFTER_VALIDATION = -1
 # A paused worker that nobody kills fails after this long rather than hanging the test suite.
 PAUSE_LIMIT_S = 300.0
 
@@ -42,9 +45,12 @@ class Fault:
         try:
             kind, where = text.split("@", 1)
             epoch, step, *rest = where.split(":", 2)
-            fault = cls(kind, int(epoch), int(step), rest[0] if rest else "")
+            at = AFTER_VALIDATION if step == "end" else int(step)
+            fault = cls(kind, int(epoch), at, rest[0] if rest else "")
         except ValueError:
-            raise UserInputError(f"a fault is KIND@EPOCH:STEP[:PATH], not {text!r}") from None
+            raise UserInputError(
+                f"a fault is KIND@EPOCH:STEP[:PATH] (STEP a number or end), not {text!r}"
+            ) from None
         if fault.kind not in KINDS or (fault.kind == "pause") != bool(fault.path):
             raise UserInputError(f"unknown fault {text!r}: one of raise, oom, pause (pause with a PATH)")
         return fault

@@ -8,7 +8,7 @@ name, except those that only say how robustly or on what resources the trials ru
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,10 +98,12 @@ def resume_changes(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, l
 
 def record_resume(record: SweepRecord, options: dict[str, Any], changed: dict[str, list[Any]]) -> SweepRecord:
     """The record after a resume that applied `changed`."""
+    if not record.options:
+        return replace(record, options=options)  # recorded by an older genre: held to these from now on
     if not changed:
         return record
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "changed": changed}
-    return SweepRecord(record.storage, record.data, record.manifest_sha256, options, [*record.resumed, entry])
+    return replace(record, options=options, resumed=[*record.resumed, entry])
 
 
 def flag(name: str) -> str:

@@ -27,7 +27,7 @@ from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import autocast, grad_scaler, resolve_amp
 from genre.checkpoints import save_best
 from genre.config import TrainConfig
-from genre.faults import Fault
+from genre.faults import AFTER_VALIDATION, Fault
 from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
@@ -115,6 +115,8 @@ def run_worker(loop_config: dict[str, Any]) -> None:
                 # Kept with the epoch's checkpoint, never written ahead of it: after a restart the
                 # best epoch, its weights and the history all come from the restored timeline.
                 best_weights = _cpu_copy(plain_model.state_dict())
+        if fault:
+            fault.trigger_at(epoch, AFTER_VALIDATION, config.model)
         metrics["best_epoch"] = state.get("best_epoch", epoch)
         metrics["epoch_time_s"] = time.perf_counter() - epoch_started
         # Carried in the checkpoints: a trial restarted after a kill still reports every epoch once.

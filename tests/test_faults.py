@@ -66,8 +66,7 @@ def test_a_killed_worker_restarts_and_an_exception_or_oom_leaves_an_error_row(ti
 
 
 def start_sweep(data: Path, out: Path, *options: str) -> subprocess.Popen:
-    command = [*GENRE, "sweep", str(data), str(out), "--models", "cnn3,cnn4", "--epochs", "3",
-               "--pretrained", "no", "--max-concurrent", "1", *options]  # fmt: skip
+    command = [*GENRE, "sweep", str(data), str(out), *options]
     return subprocess.Popen(command, env=ray_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
 
@@ -84,30 +83,40 @@ def stop_and_wait(process: subprocess.Popen, sig: signal.Signals) -> None:
         leftover.kill()
 
 
-# SIGKILL: nothing runs after it. SIGINT: Ctrl-C, which must not wind trials down as if done.
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tiny_dataset, tmp_path, sig):
-    out, pid_file = tmp_path / "run", tmp_path / "cnn4.pid"
-    # One trial at a time: cnn3 finishes, then cnn4 pauses in its second epoch and the sweep is killed.
-    first = start_sweep(tiny_dataset, out, "--inject-fault", f"cnn4=pause@1:1:{pid_file}")
-    wait_for_file(pid_file)
-    stop_and_wait(first, sig)
+def test_a_sweep_stopped_by_ctrl_c_then_killed_resumes_each_time_without_rerunning_anything(
+    tiny_dataset, tmp_path
+):
+    """Ctrl-C (which must not wind trials down as if done), then SIGKILL (nothing runs after it)."""
+    out, cnn3_paused, cnn4_paused = tmp_path / "run", tmp_path / "cnn3.pid", tmp_path / "cnn4.pid"
+    # One trial at a time. cnn3 pauses once its second epoch is trained and validated but not yet
+    # reported: its worker is ahead of the last checkpoint that Ray Train holds.
+    faults = ["--inject-fault", f"cnn3=pause@1:end:{cnn3_paused},cnn4=pause@1:1:{cnn4_paused}"]
+    first = start_sweep(tiny_dataset, out, "--models", "cnn3,cnn4", "--epochs", "3", "--pretrained", "no",
+                        "--max-concurrent", "1", *faults)  # fmt: skip
+    wait_for_file(cnn3_paused)
+    stop_and_wait(first, signal.SIGINT)
     assert not (out / "results.parquet").exists()
 
-    # --resume alone: the sweep's own options (3 epochs, not the default 15), one safe change.
+    # --resume alone: the sweep's own options (3 epochs, not the default 15). cnn3 goes on from its
+    # first epoch's checkpoint and finishes; cnn4 pauses in its second epoch and the sweep is killed.
+    second = start_sweep(tiny_dataset, out, "--resume", *faults)
+    wait_for_file(cnn4_paused)
+    stop_and_wait(second, signal.SIGKILL)
+
+    # One option that may change on --resume is applied and recorded.
     resume = [*GENRE, "sweep", str(tiny_dataset), str(out), "--resume", "--max-failures", "2"]
     resumed = subprocess.run(resume, env=ray_environment(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming with --max-failures 2 (the sweep had 1)" in resumed.stdout
     record = json.loads((out / SWEEP_FILE).read_text())
-    assert record["options"]["max_failures"] == 2 and record["resumed"][0]["changed"] == {
-        "max_failures": [1, 2]
-    }
+    assert record["options"]["max_failures"] == 2
+    assert record["resumed"][-1]["changed"] == {"max_failures": [1, 2]}
     table = pd.read_parquet(out / "results.parquet").set_index("model")
     assert list(table.reset_index().columns) == TABLE_COLUMNS
     assert set(table["status"]) == {"completed"} and set(table["epochs"]) == {3}
-    # cnn3 ran once; cnn4 started twice and went on from its checkpoint: no epoch trained twice.
-    assert table.loc["cnn3", "retries"] == 0 and table.loc["cnn4", "retries"] == 1
+    # Each started twice and went on from its checkpoint; cnn3, finished before the kill, was not
+    # started a third time; no epoch was trained twice.
+    assert table.loc["cnn3", "retries"] == 1 and table.loc["cnn4", "retries"] == 1
     assert epochs_per_trial(out) == {"cnn3": [0, 1, 2], "cnn4": [0, 1, 2]}
     assert_best_checkpoints_agree_with_table_and_history(out)
 
