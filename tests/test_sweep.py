@@ -71,8 +71,10 @@ def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_mod
 
 def test_a_failing_model_leaves_an_error_row_and_bf16_on_a_streamed_split_runs_on_cpu(tiny_dataset, tmp_path):
     # --train-in-memory-mib 0: the train split streams from Ray Data every epoch.
+    # No restart of the failing trial (--max-failures 0): its error row is what this test is about.
     faults = {"cnn4": "raise@0:0"}
-    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), amp="bf16", train_in_memory_mib=0, faults=faults)
+    options = {"amp": "bf16", "train_in_memory_mib": 0, "faults": faults, "max_failures": 0}
+    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), **options)
     rows = table.set_index("model")
     assert rows.loc["cnn4", "status"] == "error"
     assert "InjectedFailure: injected failure in cnn4" in rows.loc["cnn4", "error"]
