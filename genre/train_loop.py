@@ -223,7 +223,12 @@ def _restore(
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
-    best = saved["best_model"] if saved.get("best_model") is not None else saved["model"]
+    if "best_model" not in saved:
+        # Written by a genre that kept the best weights beside the checkpoint, not in it.
+        raise RuntimeError(
+            "this trial's checkpoint predates genre's best-epoch format: start the sweep again"
+        )
+    best = saved["best_model"] if saved["best_model"] is not None else saved["model"]
     return dict(saved["state"]), best
 
 
