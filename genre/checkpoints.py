@@ -54,11 +54,6 @@ def save_best(
     return target.location
 
 
-def best_location(folder: str | Path) -> str:
-    """Where `save_best` writes in `folder` (a path or a URI)."""
-    return open_storage(folder).child(BEST_NAME).location
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a genre checkpoint (tensors and plain values only) from a path or a URI."""
     source = open_storage(path)
