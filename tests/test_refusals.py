@@ -11,9 +11,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
+from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
+from data_pipeline.prepare import PrepareConfig, prepare
 from genre.cli import EXIT_USER_ERROR, main
 from genre.sweep import SweepConfig
 from genre.sweep_record import SWEEP_FILE, SweepRecord, write_sweep_record
@@ -165,3 +169,18 @@ def test_a_corrupt_sweep_record_is_one_line(capsys, prepared, tmp_path):
     (out / SWEEP_FILE).write_text('{"storage": ')
     error = one_line_error(capsys, ["sweep", str(prepared.out), str(out), "--resume"])
     assert f"{out / SWEEP_FILE} cannot be read" in error
+
+
+def test_a_file_that_fails_only_when_decoded_and_leaves_a_split_without_its_genre_stops_prepare(
+    ray_session, tmp_path
+):
+    src = make_collection(tmp_path / "src", genres=2, tracks=3)
+    make_clip(src / "rock" / "good-1.wav", 7.0)
+    make_clip(src / "rock" / "good-2.wav", 7.0, seed=1)
+    # A sound header over NaN samples: the header probe passes it, decoding rejects it.
+    soundfile.write(
+        src / "rock" / "nan.wav", np.full(7 * 22050, np.nan, dtype=np.float32), 22050, subtype="FLOAT"
+    )
+    with pytest.raises(UserInputError, match=r"after decoding, the \w+ split has no track of 'rock'"):
+        prepare(PrepareConfig(source=src, out=tmp_path / "out"), progress=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no dataset, no partial folder
