@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.manifest import read_manifest
 
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
@@ -97,8 +98,11 @@ def read_mels(table: pa.Table) -> np.ndarray:
 
 
 def read_split(dataset: str | Path, split: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """All rows of one split of a prepared dataset, ordered by track and segment."""
-    files = sorted((Path(dataset) / split).glob("*.parquet"))
+    """All rows of one split of a prepared dataset, ordered by track and segment.
+
+    The files are the manifest's, as the sweep reads them: a stray file in the folder is not read.
+    """
+    files = shard_paths(dataset, read_manifest(dataset), split)
     if not files:
         return pa.schema([]).empty_table()
     table = pa.concat_tables(pq.read_table(f, columns=list(columns) if columns else None) for f in files)
