@@ -48,7 +48,7 @@ def check_apart(source: Path, out: Path, discovery: Discovery) -> None:
     `--overwrite`.
     """
     src, dst = source.expanduser().resolve(), out.expanduser().resolve()
-    if src.is_dir() and (dst == src or dst.is_relative_to(src)):
+    if src.is_dir() and dst.is_relative_to(src):  # OUT = SRC included
         raise UserInputError(f"OUT {str(out)!r} is inside SRC {str(source)!r}; choose an OUT outside SRC")
     if src.is_relative_to(dst):
         raise UserInputError(

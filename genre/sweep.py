@@ -241,7 +241,8 @@ def _resumed_record(config: SweepConfig, out: Path, progress: Progress) -> Sweep
             f"DATA {str(config.data)!r} is not the dataset the sweep in OUT was started on "
             f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
         )
-    changed = resume_changes(record.options, config.options())
+    options = config.options()
+    changed = resume_changes(record.options, options)
     experiment = storage.child(EXPERIMENT)
     if not tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage)):
         raise UserInputError(
@@ -250,7 +251,7 @@ def _resumed_record(config: SweepConfig, out: Path, progress: Progress) -> Sweep
         )
     for name, (old, new) in changed.items():
         progress(f"resuming with {flag(name)} {new} (the sweep had {old})")
-    return record_resume(record, config.options(), changed)
+    return record_resume(record, options, changed)
 
 
 def _train_split_note(train: TrainConfig, manifest: dict[str, Any], num_workers: int) -> str:
