@@ -3,7 +3,7 @@
     python bench/input_pipeline.py DATA [--models cnn3,cnn4] [--batch-size 16] [--steps 60]
 
 Inside one Ray Train worker set up as `genre sweep` sets up a lone trial on this machine (the same
-materialised datasets, the same batches `genre.train_batches.TrainBatches` gives the training
+materialised datasets, the same batches `genre.datasets.TrainBatches` gives the training
 loop, the same CPU share and threads), it times
   streamed   whole epochs read from Ray Data through the shuffle buffer, each batch taken to the
              model's input (float32, [B, 1, mels, frames]) and discarded;
@@ -30,13 +30,11 @@ import ray.train.torch
 import torch
 
 from data_pipeline.manifest import read_manifest
-from genre.config import TrainConfig
+from genre.config import ModelDefaults, TrainConfig, TrialConfig
+from genre.datasets import TRAIN, TRAIN_EVAL, TrainBatches, open_datasets, read_windows
 from genre.inference import as_model_input
 from genre.models import create_model
 from genre.resources import plan_resources
-from genre.sweep import open_datasets
-from genre.train_batches import TrainBatches
-from genre.trial import TRAIN, TRAIN_EVAL
 
 
 def read_rate(batches: Iterator[dict[str, torch.Tensor]], device: torch.device) -> float:
@@ -48,24 +46,24 @@ def read_rate(batches: Iterator[dict[str, torch.Tensor]], device: torch.device) 
 
 
 def measure(loop_config: dict) -> None:
-    config = TrainConfig.from_dict(loop_config["train"])
+    config = TrialConfig.from_dict(loop_config["trial"])
     torch.set_num_threads(config.torch_threads)
     device = ray.train.torch.get_device()
     report: dict[str, float] = {}
-    streamed = TrainBatches(config.replace(train_in_memory_mib=0), device, shard_size_mib=1)
+    streamed = TrainBatches(config, device, whole=None)
     for epoch in range(loop_config["read_epochs"]):
         # Epoch 0 includes the iterator's start (Ray Data's split coordinator); later ones do not.
-        report[f"streamed_epoch{epoch}_samples_per_s"] = read_rate(streamed.epoch(epoch), device)
+        report[f"streamed_epoch{epoch}_samples_per_s"] = read_rate(streamed(epoch), device)
     started = time.perf_counter()
-    held = TrainBatches(config, device, shard_size_mib=0)
+    held = TrainBatches(config, device, whole=read_windows(TRAIN_EVAL, device))
     report["in_memory_read_once_s"] = time.perf_counter() - started
     for epoch in range(loop_config["read_epochs"]):
-        report[f"in_memory_epoch{epoch}_samples_per_s"] = read_rate(held.epoch(epoch), device)
+        report[f"in_memory_epoch{epoch}_samples_per_s"] = read_rate(held(epoch), device)
     for model_name in loop_config["models"]:
         model = create_model(model_name, num_classes=loop_config["classes"]).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         steps, samples, started = 0, 0, time.perf_counter()
-        for batch in held.epoch(99):
+        for batch in held(99):
             if steps == 2:  # two warm-up steps: allocator and kernel selection
                 started, samples = time.perf_counter(), 0
             inputs, targets = as_model_input(batch["mel"], device), batch["label"].long()
@@ -98,12 +96,17 @@ def main() -> None:
     started = time.perf_counter()
     datasets = open_datasets(args.data)
     materialise_s = time.perf_counter() - started
-    train = TrainConfig(model="", data="", batch_size=args.batch_size, torch_threads=plan.torch_threads)
+    trial = TrialConfig.resolve(
+        TrainConfig(batch_size=args.batch_size),
+        "cnn3",  # the reading is the same for every model
+        ModelDefaults(lr=1e-4, dropout=0.0),
+        torch_threads=plan.torch_threads,
+    )
     report_file = Path(tempfile.mkdtemp()) / "report.json"  # one machine: the worker writes, we read
     trainer = ray.train.torch.TorchTrainer(
         measure,
         train_loop_config={
-            "train": train.to_dict(),
+            "trial": trial.to_dict(),
             "models": args.models.split(","),
             "classes": len(manifest["labels"]),
             "read_epochs": args.read_epochs,
@@ -113,7 +116,10 @@ def main() -> None:
         scaling_config=ray.train.ScalingConfig(
             num_workers=1, resources_per_worker={"CPU": plan.cpus_per_worker}
         ),
-        datasets={TRAIN: datasets[TRAIN_EVAL].select_columns(["mel", "label"])},
+        datasets={
+            TRAIN: datasets[TRAIN_EVAL].select_columns(["mel", "label"]),
+            TRAIN_EVAL: datasets[TRAIN_EVAL],
+        },
         dataset_config=ray.train.DataConfig(datasets_to_split=[TRAIN]),
     )
     trainer.fit()

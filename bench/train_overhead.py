@@ -63,9 +63,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
-        train = TrainConfig(
-            model="", data="", epochs=args.epochs, batch_size=args.batch_size, pretrained="no", amp="off"
-        )
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, pretrained="no", amp="off")
         result = run_sweep(
             SweepConfig(data=args.data, out=Path(out), models=(args.model,), train=train), print
         )

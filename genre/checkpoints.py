@@ -16,26 +16,25 @@ import torch
 from torch import nn
 
 from data_pipeline.errors import UserInputError
-from genre.config import TrainConfig
+from genre.config import TrialConfig
 from genre.models import create_model
 from genre.storage import open_storage
 
 CHECKPOINT_FORMAT = "genre-checkpoint"
 CHECKPOINT_VERSION = 1
-BEST_NAME = "best.pt"
 
 
 def save_best(
-    folder: str | Path,
+    location: str,
     model: nn.Module,
     *,
-    config: TrainConfig,
+    config: TrialConfig,
     features: dict[str, Any],
     labels: dict[str, str],
     epoch: int,
     metrics: dict[str, float],
 ) -> str:
-    """Write `folder/best.pt` whole (a reader sees the old file or the new one); return its location."""
+    """Write the checkpoint whole (a reader sees the old file or the new one); return its location."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -49,7 +48,7 @@ def save_best(
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    target = open_storage(folder).child(BEST_NAME)
+    target = open_storage(location)
     target.write_bytes(buffer.getvalue())
     return target.location
 
@@ -92,7 +91,8 @@ def _gist(error: Exception) -> str:
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """Rebuild the checkpoint's model (no pretrained download: its own weights follow) in eval mode."""
-    config = TrainConfig.from_dict(payload["config"])
-    model = create_model(config.model, num_classes=len(payload["labels"]), dropout=config.dropout)
+    # The dropout of the trial (None in checkpoints of an older genre: the model's default).
+    dropout = payload["config"].get("dropout")
+    model = create_model(payload["model"], num_classes=len(payload["labels"]), dropout=dropout)
     model.load_state_dict(payload["state_dict"])
     return model.eval()

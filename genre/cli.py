@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from data_pipeline.errors import UserInputError
@@ -152,11 +152,12 @@ def _run_models(args: argparse.Namespace) -> int:
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
     # Only light modules here: building the parser must not import torch or Ray Tune (seconds).
     from genre.config import AMP_MODES, PRETRAINED_MODES, TrainConfig
+    from genre.sweep_config import SCHEDULERS
     from genre.sweep_record import SWEEP_FILE
 
     # No option has a default here: an option left out is the sweep's own on --resume (from OUT's
     # sweep.json), else TrainConfig's or SweepConfig's default, which the help texts quote.
-    defaults = TrainConfig(model="", data="")
+    defaults = TrainConfig()
     parser = commands.add_parser(
         "sweep",
         help="train the architectures as concurrent Ray Tune trials; write the results table",
@@ -192,7 +193,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--scheduler",
-        choices=("fifo", "asha"),
+        choices=SCHEDULERS,
         help="asha stops trials whose validation accuracy trails early (default fifo)",
     )
     parser.add_argument(
@@ -233,8 +234,6 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from genre.faults import parse_faults
-    from genre.results import render_table
-    from genre.storage import open_storage
     from genre.sweep import SweepConfig, run_sweep
     from genre.sweep_record import read_sweep_record
 
@@ -261,21 +260,15 @@ def _run_sweep(args: argparse.Namespace) -> int:
         print("genre sweep: to continue, run the same command with --resume", file=sys.stderr)
         raise
     print()
-    print(render_table(result.table))
-    print()
-    print(f"results: {result.paths['markdown']} (and .csv, .parquet); per epoch: {result.paths['history']}")
-    storage = open_storage(result.storage)
-    checkpoints = storage.child("checkpoints", "<model>-<trial>")
-    print(f"plots: {result.paths['plots']}/; best checkpoints: {checkpoints}")
-    print(f"TensorBoard: tensorboard --logdir {storage.child('tune')}")
-    print(f"sweep took {result.wall_seconds:.0f} s")
+    print(result.summary())
+    print(f"TensorBoard: tensorboard --logdir {result.storage.experiment}")
     failed = (result.table["status"] == "error").sum()
     return 1 if failed == len(result.table) else 0
 
 
 def _sweep_options_given(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep options written on the command line, by their names in the sweep's record."""
-    from genre.sweep_record import SWEEP_LEVEL, TRAIN_OPTIONS
+    from genre.sweep_config import SWEEP_LEVEL, TRAIN_OPTIONS
 
     given = {name: getattr(args, name) for name in (*TRAIN_OPTIONS, *SWEEP_LEVEL) if hasattr(args, name)}
     if args.models is not None:
@@ -348,7 +341,6 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from genre.config import DemoConfig
     from genre.demo import run_demo
-    from genre.results import render_table
 
     config = DemoConfig(
         out=args.out,
@@ -360,13 +352,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         address=args.address,
     )
     result = run_demo(config)
-    paths = result.sweep.paths
     print()
-    print(render_table(result.sweep.table))
-    print()
+    print(result.sweep.summary())
     print("stages: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stage_seconds.items()))
-    print(f"results: {paths['markdown']} (and .csv, .parquet); per epoch: {paths['history']}")
-    print(f"plots: {paths['plots']}/; best checkpoints: {paths['markdown'].parent / 'checkpoints'}/")
     return 0
 
 
@@ -389,9 +377,10 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
 def _run_predict(args: argparse.Namespace) -> int:
     import json
 
-    from genre.predict import Predictor, best_checkpoint
+    from genre.predict import Predictor
+    from genre.run_folder import RunFolder
 
-    predictor = Predictor(best_checkpoint(args.run, args.model))
+    predictor = Predictor(RunFolder(args.run).best_checkpoint(args.model))
     if not args.json:
         print(f"model: {predictor.model_name} ({predictor.checkpoint})")
     predicted = 0
@@ -428,13 +417,10 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from genre.evaluate import evaluate, render_evaluation
-    from genre.predict import best_checkpoint
-    from genre.storage import open_storage
+    from genre.run_folder import RunFolder, checkpoint_folder_name
 
-    checkpoint = best_checkpoint(args.run, args.model)
-    # Named like the checkpoint's folder (<model>-<trial>), whether it is a path or a URI.
-    trial_folder = PurePosixPath(open_storage(checkpoint).path).parent.name
-    out = args.out or args.run / "evaluation" / trial_folder
+    checkpoint = RunFolder(args.run).best_checkpoint(args.model)
+    out = args.out or args.run / "evaluation" / checkpoint_folder_name(checkpoint)
     result = evaluate(args.data, checkpoint, out, args.split)
     print(render_evaluation(result))
     print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")

@@ -13,28 +13,24 @@ PRETRAINED_MODES = ("auto", "yes", "no")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One model's training: what the study fixed (15 epochs, Adam, lr 1e-4, batch 16) by default."""
+    """How a sweep's trials train: the study's settings (15 epochs, Adam, batch 16) by default.
 
-    model: str
-    data: str
+    `lr` and `dropout` left as None take each model's own default from the registry.
+    """
+
     epochs: int = 15
     batch_size: int = 16
-    lr: float | None = None  # None: the registry's default for the model
+    lr: float | None = None
     dropout: float | None = None
     amp: str = "auto"
     pretrained: str = "auto"
     weights_dir: str | None = None
     seed: int = 0
-    # Where this trial's best checkpoint goes (best.pt); set by the sweep per trial.
-    checkpoint_dir: str = ""
     # A worker's share of the train split up to this size is held in memory (on its GPU) and
     # shuffled whole every epoch; a larger one streams from Ray Data through the shuffle buffer.
     train_in_memory_mib: int = 2048
     # Rows held for shuffling a streamed train split; a fresh order every epoch.
     shuffle_buffer: int = 2048
-    torch_threads: int = 1
-    # Hidden, for fault-injection tests: a genre.faults spec (KIND@EPOCH:STEP[:PATH]) or "".
-    fault: str = ""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -53,13 +49,69 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """A model's own learning rate and dropout (from the registry: `ModelSpec.defaults`)."""
+
+    lr: float
+    dropout: float
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial's settings with every default filled in, worked out once (`resolve`): what its
+    workers train with, what its results row and its checkpoint record."""
+
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    dropout: float
+    amp: str  # as asked ("auto" is settled per device by the worker)
+    pretrained: str  # "yes" or "no", decided by the driver where the user sees why
+    weights_dir: str | None
+    seed: int
+    train_in_memory_mib: int
+    shuffle_buffer: int
+    # The trial's folder in the run storage: its best checkpoint and attempt count.
+    folder: str = ""
+    torch_threads: int = 1
+    # Hidden, for fault-injection tests: a genre.faults spec (KIND@EPOCH:STEP[:PATH]) or "".
+    fault: str = ""
+
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def resolve(
+        cls,
+        train: TrainConfig,
+        model: str,
+        defaults: ModelDefaults,
+        sampled: dict[str, Any] | None = None,
+        **run: Any,
+    ) -> TrialConfig:
+        """`train` for `model`: the model's defaults where `train` has none, then the values Tune
+        sampled for this trial (a learning-rate scale, a batch size, a dropout)."""
+        sampled = sampled or {}
+        values = {name: getattr(train, name) for name in _SHARED}
+        values["lr"] = (train.lr or defaults.lr) * sampled.get("lr_scale", 1.0)
+        values["dropout"] = defaults.dropout if train.dropout is None else train.dropout
+        values.update({k: sampled[k] for k in ("batch_size", "dropout") if k in sampled})
+        return cls(model=model, **{**values, **run})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+
+# TrainConfig's fields that a trial takes as they are.
+_SHARED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("lr", "dropout"))
 
 
 @dataclass(frozen=True)

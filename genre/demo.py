@@ -54,8 +54,6 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> DemoResult:
     models = config.models or tuple(model_names())
     progress(f"3/3 sweep: {', '.join(models)} for {config.epochs} epoch(s) on CPU -> {run}")
     train = TrainConfig(
-        model="",
-        data="",
         epochs=config.epochs,
         lr=config.lr,
         batch_size=config.batch_size,

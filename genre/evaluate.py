@@ -20,11 +20,8 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import check_shards, read_mels, read_split
-from genre.inference import segment_probabilities
-from genre.metrics import split_metrics, track_probabilities
-from genre.predict import Predictor
-
-EVAL_BATCH = 256
+from genre.inference import LoadedModel
+from genre.metrics import level_metrics, track_probabilities
 
 
 @dataclass
@@ -42,27 +39,24 @@ def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: s
     """Score `checkpoint` on `data`'s `split`; write metrics.json, per_genre.csv, confusion_*.csv/.png."""
     manifest = read_manifest(data)
     check_shards(data, manifest)
-    predictor = Predictor(checkpoint)
-    if FeatureConfig.from_dict(manifest["features"]) != predictor.features:
+    loaded = LoadedModel.load(checkpoint)
+    if FeatureConfig.from_dict(manifest["features"]) != loaded.features:
         raise UserInputError(
             f"the dataset's features ({_shape(manifest['features'])}) are not the ones the model was trained "
-            f"on ({_shape(predictor.features.to_dict())}); prepare the audio with the model's parameters"
+            f"on ({_shape(loaded.features.to_dict())}); prepare the audio with the model's parameters"
         )
     labels = [manifest["labels"][str(i)] for i in range(len(manifest["labels"]))]
-    if labels != predictor.labels:
+    if labels != loaded.labels:
         raise UserInputError(
             "the dataset's labels differ from the model's; evaluate on a dataset of the same genres"
         )
     table = read_split(data, split, columns=["track_id", "label", "mel"])
     if table.num_rows == 0:
         raise UserInputError(f"the dataset's {split} split is empty")
-    mels = read_mels(table)
-    batches = (mels[i : i + EVAL_BATCH] for i in range(0, len(mels), EVAL_BATCH))
-    probabilities = segment_probabilities(predictor.model, batches, predictor.device)
+    probabilities = loaded.probabilities(torch.tensor(read_mels(table)))
     targets = torch.tensor(table.column("label").to_pylist())
-    track_ids = table.column("track_id").to_pylist()
-    scores = split_metrics(split, probabilities, targets, track_ids)
-    track_probs, track_targets, _ = track_probabilities(probabilities, targets, track_ids)
+    track_probs, track_targets, _ = track_probabilities(probabilities, targets, table["track_id"].to_pylist())
+    scores = level_metrics(split, (probabilities, targets), (track_probs, track_targets))
 
     classes = len(labels)
     per_genre = pd.DataFrame({"genre": labels})
@@ -85,7 +79,7 @@ def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: s
         "confusion_png": folder / "confusion.png",
     }
     report = {
-        "model": predictor.model_name,
+        "model": loaded.name,
         "checkpoint": str(checkpoint),
         "data": str(data),
         "split": split,
@@ -96,8 +90,8 @@ def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: s
     for level, frame in confusion.items():
         files[f"confusion_{level}"] = folder / f"confusion_{level}.csv"
         frame.to_csv(files[f"confusion_{level}"])
-    _plot_confusion(confusion, predictor.model_name, split, files["confusion_png"])
-    return Evaluation(predictor.model_name, scores, per_genre, confusion, files)
+    _plot_confusion(confusion, loaded.name, split, files["confusion_png"])
+    return Evaluation(loaded.name, scores, per_genre, confusion, files)
 
 
 def render_evaluation(evaluation: Evaluation) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,6 +26,9 @@ KINDS = ("raise", "oom", "pause")
 AFTER_VALIDATION = -1
 # A paused worker that nobody kills fails after this long rather than hanging the test suite.
 PAUSE_LIMIT_S = 300.0
+
+
+Item = TypeVar("Item")
 
 
 class InjectedFailure(RuntimeError):
@@ -54,6 +59,27 @@ class Fault:
         if fault.kind not in KINDS or (fault.kind == "pause") != bool(fault.path):
             raise UserInputError(f"unknown fault {text!r}: one of raise, oom, pause (pause with a PATH)")
         return fault
+
+    def around_batches(
+        self, batches: Callable[[int], Iterable[Item]], model: str
+    ) -> Callable[[int], Iterator[Item]]:
+        """`batches` with the fault injected before the batch of its epoch and step."""
+
+        def faulty(epoch: int) -> Iterator[Item]:
+            for step, batch in enumerate(batches(epoch)):
+                self.trigger_at(epoch, step, model)
+                yield batch
+
+        return faulty
+
+    def before(self, report: Callable[..., None], model: str) -> Callable[..., None]:
+        """`report` with the fault injected first at its epoch's end (step `end`), after validation."""
+
+        def faulty(metrics: dict[str, Any], *rest: Any) -> None:
+            self.trigger_at(int(metrics["epoch"]), AFTER_VALIDATION, model)
+            report(metrics, *rest)
+
+        return faulty
 
     def trigger_at(self, epoch: int, step: int, model: str) -> None:
         """Inject the fault if the loop is at its epoch and step."""

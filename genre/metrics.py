@@ -44,18 +44,19 @@ def split_metrics(
     split: str, probabilities: torch.Tensor, labels: torch.Tensor, track_ids: Sequence[str]
 ) -> dict[str, float]:
     """`{split}_{segment,track}_{accuracy,precision,recall}` for one split's predictions."""
-    results = {
-        f"{split}_segment_{name}": value
+    track_probs, track_labels, _ = track_probabilities(probabilities, labels, track_ids)
+    return level_metrics(split, (probabilities, labels), (track_probs, track_labels))
+
+
+def level_metrics(
+    split: str, segments: tuple[torch.Tensor, torch.Tensor], tracks: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, float]:
+    """The same, from (probabilities, labels) of the segments and of their tracks."""
+    return {
+        f"{split}_{level}_{name}": value
+        for level, (probabilities, labels) in zip(LEVELS, (segments, tracks), strict=True)
         for name, value in classification_metrics(probabilities, labels).items()
     }
-    track_probs, track_labels, _ = track_probabilities(probabilities, labels, track_ids)
-    results.update(
-        {
-            f"{split}_track_{name}": value
-            for name, value in classification_metrics(track_probs, track_labels).items()
-        }
-    )
-    return results
 
 
 def metric_columns(splits: Sequence[str] = ("train", "val", "test")) -> list[str]:

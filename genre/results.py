@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 
 from genre.metrics import metric_columns
-from genre.storage import is_uri
+from genre.models import model_names
+from genre.results_text import results_markdown
+from genre.run_folder import RunFolder, TrialFolder
+
+if TYPE_CHECKING:
+    from ray.tune import Result
+
+    from genre.trial import TrialSetup
 
 TABLE_COLUMNS = [
     "model",
@@ -58,25 +66,11 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[TABLE_COLUMNS]
 
 
-def row_labels(table: pd.DataFrame) -> list[str]:
-    """Model names, with the trial id where a model has several trials (--num-samples)."""
-    repeated = table["model"].duplicated(keep=False)
-    return [
-        f"{model} ({trial})" if twice else str(model)
-        for model, trial, twice in zip(table["model"], table["trial_id"], repeated, strict=True)
-    ]
-
-
 def write_results(
-    out: Path, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]
+    run: RunFolder, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]
 ) -> dict[str, Path]:
-    """Write results.{parquet,csv,md} and history.parquet into `out`."""
-    paths = {
-        "parquet": out / "results.parquet",
-        "csv": out / "results.csv",
-        "markdown": out / "results.md",
-        "history": out / "history.parquet",
-    }
+    """Write results.{parquet,csv,md} and history.parquet into OUT."""
+    paths = run.results
     table.to_parquet(paths["parquet"], index=False)
     table.to_csv(paths["csv"], index=False)
     history.to_parquet(paths["history"], index=False)
@@ -84,84 +78,90 @@ def write_results(
     return paths
 
 
-def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
-    """The study's tables: accuracy, precision, recall per split and model; training time per model."""
-    lines = [
-        "# Sweep results",
-        "",
-        f"- dataset: `{header['data']}` (manifest sha256 `{header['manifest_sha256'][:12]}`)",
-        f"- split protocol: **{header['split_protocol']}**"
-        + (" (segments of one track in several splits: scores are inflated)" if header["leaky"] else ""),
-        f"- created: {header['created']}",
-        "",
-    ]
-    for level in ("segment", "track"):
-        lines += [f"## {level.capitalize()}-level scores", ""]
-        columns = [
-            f"{s}_{level}_{m}" for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")
-        ]
-        titles = [
-            f"{s} {m[:4]}." for s in ("train", "val", "test") for m in ("accuracy", "precision", "recall")
-        ]
-        lines.append("| model | " + " | ".join(titles) + " |")
-        lines.append("|---|" + "---:|" * len(columns))
-        for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
-            lines.append(f"| {label} | " + " | ".join(_number(row[c]) for c in columns) + " |")
-        lines.append("")
-    lines += [
-        "## Training",
-        "",
-        "| model | status | epochs | best epoch | train time (s) | samples/s | params | amp | pretrained |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
-        status = row["status"] if not row["error"] else f"{row['status']}: {row['error']}"
-        lines.append(
-            f"| {label} | {status} | {_number(row['epochs'], '{:.0f}')} | "
-            f"{_number(row['best_epoch'], '{:.0f}')} | {_number(row['train_time_s'], '{:.1f}')} | "
-            f"{_number(row['samples_per_s'], '{:.1f}')} | {_number(row['params'], '{:,.0f}')} | "
-            f"{row['amp'] or ''} | {row['pretrained'] or ''} |"
+def collect(
+    grid: Iterable[Result], setup: TrialSetup, run: RunFolder, header: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per trial (failed and stopped ones included) and every trial's epochs, from Tune's results."""
+    rows, histories = [], []
+    for result in grid:
+        sampled = result.config or {}
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or trial_id_of(result.path)
+        trial = setup.trial_config(sampled, trial_id)
+        folder = TrialFolder(trial.folder)
+        finished = bool(metrics.get("final"))
+        row = {
+            **{k: v for k, v in metrics.items() if k in TABLE_COLUMNS},
+            "model": trial.model,
+            "trial_id": trial_id,
+            "status": "completed" if finished else "error" if result.error else "stopped",
+            "error": failure_line(result.error) if result.error else "",
+            "retries": max(folder.attempts() - 1, 0),
+            "split_protocol": header["split_protocol"],
+            "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
+            "seed": trial.seed,
+            "lr": trial.lr,
+            "batch_size": trial.batch_size,
+            "dropout": trial.dropout,
+            "checkpoint": run.relative(metrics.get("checkpoint")),
+            "dataset_manifest_sha256": header["manifest_sha256"],
+            "config": config_json(trial.to_dict(), leave_out=("folder", "fault", "torch_threads")),
+        }
+        rows.append(row)
+        # A finished trial's own record of its epochs; else what Tune saw (an interrupted trial
+        # restarted from a checkpoint may miss epochs reported before the interruption).
+        history = folder.read_history() if finished else None
+        frame = pd.DataFrame(history) if history is not None else result.metrics_dataframe
+        if frame is not None and not frame.empty:
+            epochs = frame[frame.get("final", pd.Series(0, index=frame.index)).fillna(0) != 1].copy()
+            epochs["model"], epochs["trial_id"] = row["model"], row["trial_id"]
+            histories.append(epochs.reindex(columns=HISTORY_COLUMNS))
+    order = {name: i for i, name in enumerate(model_names())}
+    table = results_frame(rows)
+    table = table.sort_values(by="model", key=lambda s: s.map(order)).reset_index(drop=True)
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=HISTORY_COLUMNS)
+    return table, history
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's folder of a trial: `<model>-<trial id>`, so the id can be read back from the path."""
+    return f"{trial.config.get('model', 'trial')}-{trial.trial_id}"
+
+
+def trial_id_of(path: str | None) -> str:
+    """The trial id in a folder named by `trial_dirname` (a trial that never reported has no other)."""
+    return PurePosixPath(path or "").name.rpartition("-")[2]
+
+
+def failure_line(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the innermost error of Ray's wrappers (Tune's task
+    error, Ray Train's worker-group error), with what to do about running out of memory."""
+    root = innermost_error(error)
+    message = (str(root).strip().splitlines() or [""])[0]
+    line = f"{type(root).__name__}: {message}"[:300]
+    if isinstance(root, torch.OutOfMemoryError):
+        line += " (lower --batch-size, or give each trial more memory: fewer trials per GPU)"
+    return line
+
+
+def innermost_error(error: BaseException) -> BaseException:
+    """Follow the chain: a Ray task error's cause, a worker group's first failed worker, a
+    controller's failure, an exception's __cause__."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        failures = getattr(error, "worker_failures", None) or {}
+        inner = (
+            getattr(error, "cause", None)
+            or (failures[min(failures)] if failures else None)
+            or getattr(error, "controller_failure", None)
+            or error.__cause__
         )
-    return "\n".join(lines) + "\n"
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
 
 
-def render_table(table: pd.DataFrame) -> str:
-    """The terminal view: test scores, time and status per trial."""
-    header = (
-        f"{'model':<22} {'status':<10} {'test seg acc':>12} {'test trk acc':>12} "
-        f"{'val seg acc':>11} {'time s':>7}"
-    )
-    lines = [header, "-" * len(header)]
-    for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
-        lines.append(
-            f"{label:<22} {row['status']:<10} {_number(row['test_segment_accuracy']):>12} "
-            f"{_number(row['test_track_accuracy']):>12} {_number(row['val_segment_accuracy']):>11} "
-            f"{_number(row['train_time_s'], '{:.1f}'):>7}"
-        )
-        if row["error"]:
-            lines.append(f"    error: {row['error']}")
-    return "\n".join(lines)
-
-
-def relative_to_run(location: str | None, run: Path) -> str | None:
-    """A checkpoint inside the run folder as a path relative to it, so the folder can move or be copied."""
-    if not location or is_uri(location) or not Path(location).is_relative_to(run):
-        return location
-    return Path(location).relative_to(run).as_posix()
-
-
-def located_in_run(stored: str, run: str | Path) -> str:
-    """Where a results row's checkpoint is: a relative one is inside the run folder `run`."""
-    if is_uri(stored) or Path(stored).is_absolute():
-        return stored
-    return str(Path(run) / stored)
-
-
-def config_json(config: dict[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
-
-
-def _number(value: Any, pattern: str = "{:.3f}") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return pattern.format(value)
+def config_json(config: dict[str, Any], leave_out: Iterable[str] = ()) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in leave_out}, sort_keys=True, default=str)

@@ -8,28 +8,19 @@ name, except those that only say how robustly or on what resources the trials ru
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from data_pipeline.errors import UserInputError
-from genre.config import TrainConfig
+from data_pipeline.manifest import manifest_hash
+from genre.run_folder import RunStorage
+from genre.storage import open_storage
+from genre.sweep_config import SweepConfig
 
 SWEEP_FILE = "sweep.json"
-# TrainConfig fields that the sweep sets per trial or per machine are not options of the sweep.
-_PER_TRIAL = ("model", "data", "checkpoint_dir", "torch_threads", "fault")
-TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in _PER_TRIAL)
-# Options of the sweep itself (SweepConfig fields), beside `models` and TRAIN_OPTIONS.
-SWEEP_LEVEL = (
-    "num_samples",
-    "scheduler",
-    "num_workers",
-    "cpus_per_trial",
-    "gpus_per_trial",
-    "max_concurrent",
-    "max_failures",
-)
 # Applied to the trials that continue (each trial starts its Train workers with them) and recorded.
 # Everything else would change what the trials compute, or (max_concurrent) is fixed in Tune's state.
 CHANGEABLE_ON_RESUME = ("max_failures", "cpus_per_trial", "gpus_per_trial")
@@ -64,6 +55,52 @@ def read_sweep_record(out: Path) -> SweepRecord | None:
             f"{path} cannot be read ({reason}); it records the sweep in OUT: restore it, or start a new "
             "sweep in another OUT"
         ) from None
+
+
+def new_record(config: SweepConfig, out: Path) -> SweepRecord:
+    """A new sweep's record; its run storage is --storage, else OUT, and holds no sweep yet."""
+    storage = RunStorage(open_storage(config.storage or out))
+    if storage.experiment.exists():
+        where = "OUT" if storage.location == str(out) else f"the storage {storage.storage}"
+        raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
+    data = Path(config.data).resolve()
+    return SweepRecord(storage.location, str(data), manifest_hash(data), config.options())
+
+
+def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], None]) -> SweepRecord:
+    """The record of the sweep in OUT, after checking that `config` continues that very sweep."""
+    from ray import tune
+
+    from genre.trial import ray_filesystem
+
+    record = read_sweep_record(out)
+    if record is None:
+        raise UserInputError(
+            f"OUT {str(config.out)!r} holds no sweep to resume (no {SWEEP_FILE}); leave out --resume to "
+            "start one"
+        )
+    storage = open_storage(record.storage)
+    if config.storage and open_storage(config.storage).location != storage.location:
+        raise UserInputError(
+            f"--storage {open_storage(config.storage)} is not where the sweep in OUT keeps its run state "
+            f"({storage}); leave --storage out to resume it"
+        )
+    if record.manifest_sha256 and manifest_hash(config.data) != record.manifest_sha256:
+        raise UserInputError(
+            f"DATA {str(config.data)!r} is not the dataset the sweep in OUT was started on "
+            f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
+        )
+    options = config.options()
+    changed = resume_changes(record.options, options)
+    experiment = RunStorage(storage).experiment
+    if not tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage)):
+        raise UserInputError(
+            f"the sweep in OUT {str(config.out)!r} never started a trial (no run state in {experiment}); "
+            "run it again without --resume"
+        )
+    for name, (old, new) in changed.items():
+        progress(f"resuming with {flag(name)} {new} (the sweep had {old})")
+    return record_resume(record, options, changed)
 
 
 def write_sweep_record(out: Path, record: SweepRecord) -> None:

@@ -67,9 +67,7 @@ def tiny_dataset(ray_session, tiny_audio, tmp_path_factory):
 
 def sweep(data, out, models, **train_options) -> pd.DataFrame:
     options = {k: train_options.pop(k) for k in list(train_options) if k in ("faults", "max_failures")}
-    train = TrainConfig(
-        **{"model": "", "data": "", "epochs": 1, "pretrained": "no", "seed": 5, **train_options}
-    )
+    train = TrainConfig(**{"epochs": 1, "pretrained": "no", "seed": 5, **train_options})
     return run_sweep(
         SweepConfig(data=data, out=out, models=models, train=train, **options), progress=quiet
     ).table

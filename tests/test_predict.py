@@ -11,7 +11,8 @@ from data_pipeline.shards import read_mels, read_split
 from genre.cli import main
 from genre.evaluate import evaluate
 from genre.inference import segment_probabilities
-from genre.predict import Predictor, best_checkpoint
+from genre.predict import Predictor
+from genre.run_folder import RunFolder
 from tests.audio_factory import make_clip
 
 
@@ -19,7 +20,7 @@ def test_predicting_a_prepared_test_clip_gives_the_sweeps_probabilities(
     six_model_run, tiny_dataset, tiny_audio
 ):
     out, _table = six_model_run
-    predictor = Predictor(best_checkpoint(out, "cnn4"))
+    predictor = Predictor(RunFolder(out).best_checkpoint("cnn4"))
     test = read_split(tiny_dataset, "test")
     track_id = test.column("track_id")[0].as_py()
     rows = [i for i, t in enumerate(test.column("track_id").to_pylist()) if t == track_id]
@@ -33,7 +34,7 @@ def test_the_best_model_of_the_run_is_the_default(six_model_run):
     out, table = six_model_run
     completed = table[table["status"] == "completed"]
     best = completed.sort_values(["val_segment_accuracy", "val_track_accuracy"], ascending=False).iloc[0]
-    assert best_checkpoint(out) == str(out / best["checkpoint"])
+    assert RunFolder(out).best_checkpoint() == str(out / best["checkpoint"])
 
 
 def test_a_copied_run_folder_uses_its_own_checkpoints(six_model_run, tmp_path):
@@ -41,7 +42,7 @@ def test_a_copied_run_folder_uses_its_own_checkpoints(six_model_run, tmp_path):
     # Stored relative to the run folder, so a copy (or a moved folder) is self-contained.
     assert all(not Path(c).is_absolute() for c in table["checkpoint"])
     copy = shutil.copytree(out, tmp_path / "copied-run", ignore=shutil.ignore_patterns("tune", "train"))
-    checkpoint = best_checkpoint(copy, "cnn3")
+    checkpoint = RunFolder(copy).best_checkpoint("cnn3")
     assert Path(checkpoint).is_relative_to(copy)
     predictor = Predictor(checkpoint)
     assert predictor.model_name == "cnn3"
@@ -49,7 +50,7 @@ def test_a_copied_run_folder_uses_its_own_checkpoints(six_model_run, tmp_path):
 
 def test_a_long_file_and_a_stereo_44k_flac_and_mp3_are_predicted(six_model_run, tmp_path):
     out, _ = six_model_run
-    predictor = Predictor(best_checkpoint(out, "cnn3"))
+    predictor = Predictor(RunFolder(out).best_checkpoint("cnn3"))
     long = predictor.predict_file(make_clip(tmp_path / "long.wav", 120.0))
     assert long.error == "" and long.segments == 80  # 1.5 s windows of the tiny dataset
     for name in ("stereo.flac", "stereo.mp3"):

@@ -13,7 +13,7 @@ from data_pipeline.errors import UserInputError
 from genre.checkpoints import load_checkpoint
 from genre.cli import main
 from genre.config import TrainConfig
-from genre.predict import best_checkpoint
+from genre.run_folder import RunFolder
 from genre.storage import open_storage
 from genre.sweep import SweepConfig, run_sweep
 from tests.conftest import quiet
@@ -71,7 +71,7 @@ def test_a_sweep_with_s3_storage_keeps_run_state_and_checkpoints_in_the_bucket(
     query = bucket(s3_endpoint, "genre-runs")
     storage = f"s3://{CREDENTIALS}genre-runs/sweeps/one?{query}"
     out = tmp_path / "run"
-    train = TrainConfig(model="", data="", epochs=1, pretrained="no", seed=5)
+    train = TrainConfig(epochs=1, pretrained="no", seed=5)
     config = SweepConfig(data=tiny_dataset, out=out, models=("cnn3",), train=train, storage=storage)
     table = run_sweep(config, progress=quiet).table
 
@@ -88,7 +88,7 @@ def test_a_sweep_with_s3_storage_keeps_run_state_and_checkpoints_in_the_bucket(
     # The table and plots stay with the driver; the model is read back from the bucket.
     assert (out / "results.parquet").is_file()
     assert load_checkpoint(checkpoint)["model"] == "cnn3"
-    assert best_checkpoint(out) == checkpoint
+    assert RunFolder(out).best_checkpoint() == checkpoint
     assert pd.read_parquet(out / "results.parquet").loc[0, "checkpoint"] == checkpoint
 
     # A second sweep into the same storage is refused, as for OUT.

@@ -97,7 +97,7 @@ def test_the_same_seed_gives_the_same_training_and_metrics(six_model_run, tiny_d
 
 
 def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_split(tiny_dataset, tmp_path):
-    train = TrainConfig(model="", data="", epochs=1, pretrained="no", seed=5)
+    train = TrainConfig(epochs=1, pretrained="no", seed=5)
     config = SweepConfig(data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_workers=2)
     result = run_sweep(config, progress=quiet)
     row = result.table.iloc[0]
@@ -116,7 +116,7 @@ def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_spli
 
 
 def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path):
-    train = TrainConfig(model="", data="", epochs=2, pretrained="no", seed=5)
+    train = TrainConfig(epochs=2, pretrained="no", seed=5)
     config = SweepConfig(
         data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_samples=3, scheduler="asha"
     )

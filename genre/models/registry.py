@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from genre.config import ModelDefaults
 from genre.models.pretrained import WeightsSource
 
 Builder = Callable[[int, float, WeightsSource | None], nn.Module]
@@ -35,6 +36,11 @@ class ModelSpec:
     @property
     def supports_pretrained(self) -> bool:
         return self.pretrained_weights is not None
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """What a trial takes where the sweep leaves the learning rate or dropout open."""
+        return ModelDefaults(lr=self.lr, dropout=self.dropout)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -4,16 +4,17 @@ import torch
 
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import read_mels, read_split
-from genre.train_batches import HeldShard, shard_mib
+from genre.datasets import shard_mib
+from genre.windows import Windows
 
 
-def held(rows: int) -> HeldShard:
+def held(rows: int) -> Windows:
     mels = torch.arange(rows, dtype=torch.float16).reshape(rows, 1, 1).expand(rows, 4, 3).contiguous()
-    return HeldShard(mels, torch.arange(rows))
+    return Windows(mels, torch.arange(rows))
 
 
-def epoch_labels(shard: HeldShard, batch_size: int, seed: int, epoch: int) -> list[int]:
-    batches = list(shard.batches(batch_size, seed, epoch))
+def epoch_labels(shard: Windows, batch_size: int, seed: int, epoch: int) -> list[int]:
+    batches = list(shard.shuffled(batch_size, seed, epoch))
     for batch in batches:  # each segment keeps its own label
         assert torch.equal(batch["mel"][:, 0, 0].long(), batch["label"])
     return torch.cat([batch["label"] for batch in batches]).tolist()
@@ -24,7 +25,7 @@ def test_every_epoch_is_a_new_permutation_of_the_whole_shard_in_full_batches():
     first, second = epoch_labels(shard, 16, seed=1, epoch=0), epoch_labels(shard, 16, seed=1, epoch=1)
     assert sorted(first) == sorted(second) == list(range(50))
     assert first != second
-    assert [len(b["label"]) for b in shard.batches(16, seed=1, epoch=0)] == [16, 16, 16, 2]
+    assert [len(b["label"]) for b in shard.shuffled(16, seed=1, epoch=0)] == [16, 16, 16, 2]
 
 
 def test_the_same_seed_gives_the_same_orders_and_another_seed_others():
@@ -43,4 +44,4 @@ def test_the_size_estimate_is_what_the_train_split_takes_in_memory(prepared):
 
 def test_an_empty_shard_gives_no_batches():
     empty = torch.empty(0)
-    assert list(HeldShard(empty.half(), empty.long()).batches(16, seed=0, epoch=0)) == []
+    assert list(Windows(empty.half(), empty.long()).shuffled(16, seed=0, epoch=0)) == []

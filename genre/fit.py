@@ -1,0 +1,180 @@
+"""The training loop, in plain PyTorch: no Ray, no files.
+
+`fit` trains epoch after epoch from a `TrialState` (fresh, or restored from a checkpoint), scores
+each epoch with the `validate` it is given, keeps the best epoch's weights and hands every epoch to
+`report`. The caller decides where batches come from and where reports and checkpoints go: under
+Ray Train that is genre.worker; in the tests, plain tensors and lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from genre.amp import autocast
+from genre.inference import as_model_input, segment_probabilities
+from genre.metrics import split_metrics
+from genre.windows import Batch, Windows
+
+Scores = dict[str, float]
+Weights = dict[str, torch.Tensor]
+# The epoch whose weights are kept is the one with the best score of this name.
+BEST_BY = "val_segment_accuracy"
+EVAL_BATCH = 256
+
+
+@dataclass
+class TrialState:
+    """Where a trial's training stands; plain values, so a checkpoint of it loads `weights_only`."""
+
+    epoch: int = -1  # the last finished epoch
+    best_epoch: int = -1
+    best_val: float = -1.0
+    best_metrics: Scores = field(default_factory=dict)
+    train_seconds: float = 0.0
+    samples: int = 0  # trained on by all workers together
+    started_at: float = field(default_factory=time.time)
+    # Every finished epoch's metrics: carried through restarts, so each epoch is reported once.
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialState:
+        return cls(**values)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / max(self.train_seconds, 1e-9)
+
+
+@dataclass
+class Training:
+    """A model with what steps it: the optimizer, the loss scaler, the device and the autocast mode."""
+
+    model: nn.Module  # as stepped: wrapped for data parallelism when there are several workers
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: str
+    num_classes: int
+    world_size: int = 1
+
+    @property
+    def plain_model(self) -> nn.Module:
+        """The model without its data-parallel wrapper: what checkpoints and scoring use."""
+        return getattr(self.model, "module", self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.plain_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.plain_model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+
+
+Validate = Callable[[nn.Module], Scores]
+Report = Callable[[dict[str, float], TrialState, Weights], None]
+
+
+def fit(
+    training: Training,
+    state: TrialState,
+    *,
+    epochs: int,
+    batches: Callable[[int], Iterable[Batch]],
+    validate: Validate,
+    report: Report,
+    best_weights: Weights | None = None,
+) -> Weights:
+    """Train from `state` up to `epochs`; return the best epoch's weights (on the CPU).
+
+    `batches(epoch)` gives one epoch's batches; `validate(model)` scores it (an empty dict on
+    workers that do not score); `report(metrics, state, best_weights)` is called after every epoch,
+    with `state` already advanced: a checkpoint taken there resumes at the next epoch.
+    """
+    for epoch in range(state.epoch + 1, epochs):
+        started = time.perf_counter()
+        metrics = {"epoch": epoch, **train_epoch(training, batches(epoch))}
+        state.train_seconds += metrics.pop("train_seconds")
+        state.samples += int(metrics.pop("samples"))
+        scores = validate(training.plain_model)
+        metrics.update(scores)
+        if BEST_BY in scores and scores[BEST_BY] > state.best_val:
+            state.best_val, state.best_epoch = scores[BEST_BY], epoch
+            state.best_metrics = dict(metrics)
+            best_weights = cpu_copy(training.plain_model.state_dict())
+        metrics["best_epoch"] = state.best_epoch if state.best_epoch >= 0 else epoch
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        state.history.append(dict(metrics))
+        state.epoch = epoch
+        report(metrics, state, best_weights if best_weights is not None else {})
+    if best_weights is None:  # nothing scored (a worker that does not validate): the last weights
+        best_weights = cpu_copy(training.plain_model.state_dict())
+    return best_weights
+
+
+def train_epoch(training: Training, batches: Iterable[Batch]) -> dict[str, float]:
+    """One pass over `batches`: loss and running accuracy over all workers, seconds, samples seen."""
+    model, device = training.model, training.device
+    loss_mean = MeanMetric().to(device)
+    running_accuracy = MulticlassAccuracy(num_classes=training.num_classes, average="micro").to(device)
+    started = time.perf_counter()
+    seen = 0
+    model.train()
+    for batch in batches:
+        inputs, targets = as_model_input(batch["mel"], device), batch["label"].to(device).long()
+        with autocast(training.amp, device):
+            logits = model(inputs)
+            # On float32 logits: the study applied softmax before a cross-entropy that applies it again.
+            loss = nn.functional.cross_entropy(logits.float(), targets)
+        training.optimizer.zero_grad(set_to_none=True)
+        training.scaler.scale(loss).backward()
+        training.scaler.step(training.optimizer)
+        training.scaler.update()
+        loss_mean.update(loss.detach(), weight=len(targets))
+        running_accuracy.update(logits.detach().argmax(dim=1), targets)
+        seen += len(targets)
+    # compute() all-reduces across data-parallel workers: these cover the whole training set.
+    return {
+        "train_loss": float(loss_mean.compute()) if seen else float("nan"),
+        "train_running_accuracy": float(running_accuracy.compute()) if seen else float("nan"),
+        "train_seconds": time.perf_counter() - started,
+        "samples": seen * training.world_size,
+    }
+
+
+def score(model: nn.Module, windows: Windows, split: str, device: torch.device, amp: str) -> Scores:
+    """`{split}_{segment,track}_{accuracy,precision,recall}` of `model` on held windows, in eval mode."""
+    if len(windows) == 0:
+        return {}
+    batches = torch.split(windows.mels, EVAL_BATCH)
+    probabilities = segment_probabilities(model, batches, device, amp)
+    return split_metrics(split, probabilities, windows.labels.cpu(), windows.track_ids)
+
+
+def cpu_copy(weights: Weights) -> Weights:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's generators: initial weights, dropout and anything else random."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

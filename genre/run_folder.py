@@ -1,0 +1,137 @@
+"""Where a sweep's files are: OUT (results, history, plots, sweep.json) and the run storage (Tune's and
+Train's run state, and one folder per trial with its best checkpoint). The one module that knows it.
+
+OUT is a local folder; the run storage is OUT itself, or a shared path or s3:// / gs:// URI
+(`--storage`). `genre predict` and `evaluate` find a run's best checkpoint here too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from data_pipeline.errors import UserInputError
+from genre.storage import Storage, is_uri, open_storage
+
+# In the run storage: Tune's experiment, Ray Train's runs, and each trial's folder.
+EXPERIMENT = "tune"
+TRAIN_RUNS = "train"
+CHECKPOINTS = "checkpoints"
+BEST_NAME = "best.pt"
+
+
+@dataclass(frozen=True)
+class TrialFolder:
+    """One trial's folder in the run storage: `best.pt`, its epochs, how often its loop started."""
+
+    location: str
+
+    @property
+    def best_checkpoint(self) -> Storage:
+        return open_storage(self.location).child(BEST_NAME)
+
+    def attempts(self) -> int:
+        """How many times the trial's training loop has started (1 + its restarts); 0 if never."""
+        record = open_storage(self.location).child("attempts")
+        return int(record.read_bytes()) if record.exists() else 0
+
+    def count_attempt(self) -> None:
+        """One more start: once per start of the loop (a restart after a failure, a resumed sweep)."""
+        open_storage(self.location).child("attempts").write_bytes(b"%d" % (self.attempts() + 1))
+
+    def write_history(self, history: list[dict[str, float]]) -> None:
+        open_storage(self.location).child("history.json").write_bytes(json.dumps(history).encode())
+
+    def read_history(self) -> list[dict[str, float]] | None:
+        """The finished trial's own record of its epochs; None if it never finished."""
+        record = open_storage(self.location).child("history.json")
+        return json.loads(record.read_bytes()) if record.exists() else None
+
+
+@dataclass(frozen=True)
+class RunStorage:
+    """Where a sweep keeps its run state and its trials' checkpoints."""
+
+    storage: Storage
+
+    @property
+    def location(self) -> str:
+        return self.storage.location
+
+    @property
+    def experiment(self) -> Storage:
+        return self.storage.child(EXPERIMENT)
+
+    @property
+    def train_runs(self) -> Storage:
+        return self.storage.child(TRAIN_RUNS)
+
+    def trial(self, model: str, trial_id: str) -> TrialFolder:
+        return TrialFolder(self.storage.child(CHECKPOINTS, f"{model}-{trial_id}").location)
+
+    def describe_trials(self) -> str:
+        """How a user finds a trial's best checkpoint."""
+        return f"{self.storage.child(CHECKPOINTS, '<model>-<trial>', BEST_NAME)}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """OUT: the sweep's record and everything written for the user."""
+
+    out: Path
+
+    @property
+    def results(self) -> dict[str, Path]:
+        """The results table in each format, and the per-epoch history."""
+        return {
+            "parquet": self.out / "results.parquet",
+            "csv": self.out / "results.csv",
+            "markdown": self.out / "results.md",
+            "history": self.out / "history.parquet",
+        }
+
+    @property
+    def plots(self) -> Path:
+        return self.out / "plots"
+
+    def relative(self, location: str | None) -> str | None:
+        """A location inside OUT as a path relative to it, so the folder can move or be copied."""
+        if not location or is_uri(location) or not Path(location).is_relative_to(self.out):
+            return location
+        return Path(location).relative_to(self.out).as_posix()
+
+    def locate(self, stored: str) -> str:
+        """Where a results row's checkpoint is: a relative one is inside OUT."""
+        if is_uri(stored) or Path(stored).is_absolute():
+            return stored
+        return str(self.out / stored)
+
+    def table(self) -> pd.DataFrame:
+        path = self.results["parquet"]
+        if not path.is_file():
+            raise UserInputError(
+                f"{str(self.out)!r} holds no sweep results (results.parquet); run `genre sweep` first"
+            )
+        return pd.read_parquet(path)
+
+    def best_checkpoint(self, model: str | None = None) -> str:
+        """The checkpoint of the best completed trial by validation accuracy (of `model` if given)."""
+        table = self.table()
+        table = table[table["status"] == "completed"]
+        if model:
+            if model not in set(table["model"]):
+                known = ", ".join(sorted(set(table["model"])))
+                raise UserInputError(f"the run has no completed trial of {model!r}; it has {known}")
+            table = table[table["model"] == model]
+        if table.empty:
+            raise UserInputError(f"the run in {str(self.out)!r} has no completed trial")
+        best = table.sort_values(["val_segment_accuracy", "val_track_accuracy"], ascending=False).iloc[0]
+        return self.locate(str(best["checkpoint"]))
+
+
+def checkpoint_folder_name(checkpoint: str) -> str:
+    """`<model>-<trial>`: the name of the trial folder a checkpoint is in, for a path or a URI."""
+    return PurePosixPath(open_storage(checkpoint).path).parent.name

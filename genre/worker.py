@@ -1,0 +1,144 @@
+"""What every Ray Train worker of a trial runs: genre.fit's loop, with Ray at its edges only.
+
+Ray gives the worker its device, its data (genre.datasets), its last checkpoint and where to report;
+everything between is plain PyTorch. Reads top to bottom: build, restore, read, fit, then score
+the best epoch's weights on train, val and test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+
+from data_pipeline.ray_connect import quiet_ray_data_logs
+from genre.amp import grad_scaler, resolve_amp
+from genre.checkpoints import save_best
+from genre.config import TrialConfig
+from genre.datasets import SCORED_SPLITS, TEST, TRAIN_EVAL, VAL, TrainBatches, read_windows
+from genre.faults import Fault
+from genre.fit import Report, Training, TrialState, Weights, fit, score, seed_everything
+from genre.models import count_parameters, create_model, get_spec, resolve_weights
+from genre.run_folder import TrialFolder
+
+STATE_FILE = "state.pt"
+
+
+def run_worker(loop_config: dict[str, Any]) -> None:
+    """Train one trial's model on this worker (entered through genre.trial.train_worker)."""
+    quiet_ray_data_logs()
+    config = TrialConfig.from_dict(loop_config["trial"])
+    features, labels = loop_config["features"], loop_config["labels"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(config.torch_threads)
+    seed_everything(config.seed + rank)
+    folder = TrialFolder(config.folder)
+    if rank == 0:
+        folder.count_attempt()
+
+    device = ray.train.torch.get_device()
+    spec = get_spec(config.model)
+    amp = resolve_amp(config.amp, spec.amp, device)
+    weights = resolve_weights(
+        spec.pretrained_weights, config.pretrained, config.weights_dir, model=config.model
+    )
+    model = create_model(config.model, num_classes=len(labels), dropout=config.dropout, weights=weights)
+    params = count_parameters(model)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    training = Training(model, optimizer, grad_scaler(amp, device), device, amp, len(labels), world_size)
+    state, best_weights = restore(training)
+
+    # Rank 0 scores: it holds the val and test windows, and the whole train split for its final score.
+    scores_here = rank == 0
+    held = {name: read_windows(name, device, with_tracks=True) for name in (VAL, TEST)} if scores_here else {}
+    whole_train = (
+        read_windows(TRAIN_EVAL, device, with_tracks=scores_here) if loop_config["train_held"] else None
+    )
+    batches = TrainBatches(config, device, whole_train)
+    fault = Fault.parse(config.fault) if config.fault else None
+    best_weights = fit(
+        training,
+        state,
+        epochs=config.epochs,
+        batches=fault.around_batches(batches, config.model) if fault else batches,
+        validate=lambda model: score(model, held[VAL], "val", device, amp) if scores_here else {},
+        report=fault.before(reporter(training, rank), config.model) if fault else reporter(training, rank),
+        best_weights=best_weights,
+    )
+
+    final: dict[str, Any] = {"final": 1, "params": params, "amp": amp}
+    if scores_here:
+        training.plain_model.load_state_dict(best_weights)
+        final["checkpoint"] = save_best(
+            folder.best_checkpoint.location,
+            training.plain_model,
+            config=config,
+            features=features,
+            labels=labels,
+            epoch=state.best_epoch,
+            metrics=state.best_metrics,
+        )
+        held[TRAIN_EVAL] = whole_train if whole_train is not None else read_windows(TRAIN_EVAL, device, True)
+        for name, split in SCORED_SPLITS.items():
+            final.update(score(training.plain_model, held[name], split, device, amp))
+        folder.write_history(state.history)
+    ray.train.report(
+        {
+            **final,
+            "pretrained": weights.describe() if weights else "none",
+            "epoch": config.epochs - 1,
+            "best_epoch": max(state.best_epoch, 0),
+            "train_time_s": state.train_seconds,
+            "samples_per_s": state.samples_per_s,
+            "started_at": state.started_at,
+            "finished_at": time.time(),
+        }
+    )
+
+
+def reporter(training: Training, rank: int) -> Report:
+    """Each epoch to Ray Train; rank 0 attaches everything a restarted worker needs to continue.
+
+    The best epoch's weights travel too, unless this epoch is the best (then they are "model").
+    """
+
+    def report(metrics: dict[str, float], state: TrialState, best_weights: Weights) -> None:
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(
+                {
+                    **training.state_dict(),
+                    "state": state.to_dict(),
+                    "best_model": None if state.best_epoch == state.epoch else best_weights,
+                },
+                Path(folder) / STATE_FILE,
+            )
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    return report
+
+
+def restore(training: Training) -> tuple[TrialState, Weights | None]:
+    """The trial's state and its best weights so far, from the last reported checkpoint (if any)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrialState(), None
+    with checkpoint.as_directory() as folder:
+        saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    if "best_model" not in saved:
+        # Written by a genre that kept the best weights beside the checkpoint, not in it.
+        raise RuntimeError(
+            "this trial's checkpoint predates genre's best-epoch format: start the sweep again"
+        )
+    training.load_state_dict(saved)
+    best = saved["best_model"] if saved["best_model"] is not None else saved["model"]
+    return TrialState.from_dict(saved["state"]), best
