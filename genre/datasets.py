@@ -6,23 +6,28 @@ streaming from Ray Data costs on every batch (Arrow blocks to tensors, a local s
 than one GPU needs to train the small CNNs (bench/README.md). A larger share streams every epoch,
 split across the workers by Ray Data. The worker that scores (rank 0) holds the val and test windows
 for the whole run, so an epoch's validation reads nothing.
+
+The trial's actor and Ray Train's controller import this module too: torch is imported only where a
+worker reads (each of those processes would otherwise spend seconds importing it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import ray.data
 import ray.train
-import torch
 
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import shard_paths
 from genre.config import TrialConfig
-from genre.windows import Batch, Windows, epoch_order_seed
+
+if TYPE_CHECKING:
+    import torch
+
+    from genre.windows import Batch, Windows
 
 # The datasets a trial hands its workers: the whole train, val and test splits, and, when the train
 # split streams, a copy of it for Ray Data to split across the workers.
@@ -65,8 +70,9 @@ def open_datasets(data: str | Path) -> dict[str, ray.data.Dataset]:
 def trial_datasets(
     datasets: dict[str, ray.data.Dataset], held: bool
 ) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig]:
-    """What a trial's TorchTrainer gets: a streamed train split is split across the workers by Ray
-    Data; a held one is read whole by each worker, which keeps its own share (no split coordinator)."""
+    """What a trial's trainer gets: every split whole, for each worker to read; and when the train
+    split streams, a copy of it that Ray Data splits across the workers (a held one is read whole
+    and each worker keeps its share: no split coordinator)."""
     if held:
         return dict(datasets), ray.train.DataConfig(datasets_to_split=[])
     streamed = datasets[TRAIN_EVAL].select_columns(["mel", "label"])
@@ -74,11 +80,15 @@ def trial_datasets(
 
 
 def read_windows(name: str, device: torch.device, with_tracks: bool = False) -> Windows:
-    """This worker's whole copy of dataset `name`, in file order, as tensors on `device`."""
+    """This worker's copy of dataset `name`, whole and in file order, as tensors on `device`."""
+    import torch
+
+    from genre.windows import Windows
+
     mels, labels, tracks = [], [], []
-    shard = ray.train.get_dataset_shard(name)
-    for batch in shard.iter_batches(batch_size=READ_BATCH, batch_format="numpy"):
-        mels.append(torch.from_numpy(np.ascontiguousarray(batch["mel"])))
+    dataset = ray.train.get_dataset_shard(name)
+    for batch in dataset.iter_batches(batch_size=READ_BATCH, batch_format="numpy"):
+        mels.append(torch.tensor(batch["mel"]))  # a copy: arrays from Arrow are read-only
         labels.append(torch.from_numpy(batch["label"]).long())
         if with_tracks:
             tracks.extend(str(track) for track in batch["track_id"])
@@ -100,6 +110,8 @@ class TrainBatches:
             self.held = whole.rank_share(context.get_world_rank(), context.get_world_size())
 
     def __call__(self, epoch: int) -> Iterator[Batch]:
+        from genre.windows import epoch_order_seed
+
         if self.held is not None:
             return self.held.shuffled(self.config.batch_size, self.config.seed, epoch)
         return ray.train.get_dataset_shard(TRAIN).iter_torch_batches(

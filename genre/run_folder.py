@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from data_pipeline.errors import UserInputError
 from genre.storage import Storage, is_uri, open_storage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # In the run storage: Tune's experiment, Ray Train's runs, and each trial's folder.
 EXPERIMENT = "tune"
@@ -110,6 +112,8 @@ class RunFolder:
         return str(self.out / stored)
 
     def table(self) -> pd.DataFrame:
+        import pandas as pd  # here: trial processes import this module, and never read the table
+
         path = self.results["parquet"]
         if not path.is_file():
             raise UserInputError(

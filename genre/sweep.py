@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.loopback import requested_cluster
 from data_pipeline.manifest import manifest_hash, read_manifest
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import check_shards
@@ -104,6 +105,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         max_failures=config.max_failures,
         torch_threads=plan.torch_threads,
         train_held=held,
+        local_ray=requested_cluster(config.address) is None,
         defaults={model: get_spec(model).defaults for model in config.models},
         pretrained=_decide_pretrained(config, progress),
         faults=dict(config.faults),

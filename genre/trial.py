@@ -1,22 +1,22 @@
 """What runs in a Tune trial's actor: one Ray Train V2 run of one model and configuration.
 
-The driver (genre.sweep) hands each trial a frozen `TrialSetup`; the trial builds its `TorchTrainer`
-and the datasets its workers read. Light on purpose: every Ray process that runs a trial or its
-Train controller imports this module, and the workers' modules (torchmetrics, the models) would
-cost each of them seconds of start-up (`train_worker` imports them in the worker only).
+The driver (genre.sweep) hands each trial a frozen `TrialSetup`; the trial builds its trainer and
+hands its workers the datasets. Light on purpose: the trial's actor and its Train controller import
+this module, and neither imports torch (seconds for each process, and a sweep starts two of them
+per trial beside its workers): one worker needs no torch backend; several get `TorchTrainer`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
 import ray.data
 import ray.train
-import ray.train.torch
 from ray import tune
-from ray.train.backend import Backend
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
@@ -40,6 +40,8 @@ class TrialSetup:
     torch_threads: int
     # Whether each worker holds its share of the train split in memory (else it streams).
     train_held: bool
+    # Whether Ray is genre's own, on this machine: no node of it is ever drained (preempted).
+    local_ray: bool
     # Per model: its registry defaults (read by the driver: the registry is slow to import), and
     # "yes" or "no" for pretrained weights, decided by the driver where the user sees why.
     defaults: dict[str, ModelDefaults]
@@ -66,29 +68,20 @@ class TrialSetup:
         )
 
 
-@dataclass
-class SingleWorkerTorchConfig(ray.train.torch.TorchConfig):
-    """One worker: Torch's device set-up, without a process group.
-
-    A process group's store (c10d TCPStore) listens on every interface, unauthenticated, whatever
-    address it is given; a single worker has no one to talk to.
-    """
-
-    @property
-    def backend_cls(self) -> type[Backend]:
-        return Backend
-
-
 def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, ray.data.Dataset]) -> None:
     """One Tune trial: a Ray Train V2 run of one model and configuration."""
     trial_id = tune.get_context().get_trial_id()
     config = setup.trial_config(sampled, trial_id)
+    if setup.local_ray:
+        # Ray Train watches every node for a drain notice from a cluster's autoscaler; on one
+        # machine none comes, and the watcher is one more process per trial.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     use_gpu = setup.gpus_per_worker > 0
     per_worker = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if use_gpu else {})}
     worker_datasets, data_config = trial_datasets(datasets, setup.train_held)
-    trainer = ray.train.torch.TorchTrainer(
+    trainer_class, backend = _data_parallel(setup.num_workers)
+    trainer = trainer_class(
         train_worker,
-        torch_config=ray.train.torch.TorchConfig() if setup.num_workers > 1 else SingleWorkerTorchConfig(),
         train_loop_config={
             "trial": config.to_dict(),
             "features": setup.features,
@@ -108,8 +101,23 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, 
         ),
         datasets=worker_datasets,
         dataset_config=data_config,
+        **backend,
     )
     trainer.fit()
+
+
+def _data_parallel(num_workers: int) -> tuple[type[DataParallelTrainer], dict[str, Any]]:
+    """Ray Train's trainer for the workers, and its backend's arguments.
+
+    One worker needs no process group: Ray's base backend, and no torch in this process. A process
+    group's store (c10d TCPStore) would also listen on every interface, unauthenticated, for nobody.
+    Several workers: TorchTrainer, whose backend joins them in a process group (gloo, or NCCL on GPUs).
+    """
+    if num_workers == 1:
+        return DataParallelTrainer, {"backend_config": ray.train.BackendConfig()}
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer, {}
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:

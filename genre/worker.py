@@ -85,7 +85,9 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             epoch=state.best_epoch,
             metrics=state.best_metrics,
         )
-        held[TRAIN_EVAL] = whole_train if whole_train is not None else read_windows(TRAIN_EVAL, device, True)
+        if whole_train is None:
+            whole_train = read_windows(TRAIN_EVAL, device, with_tracks=True)
+        held[TRAIN_EVAL] = whole_train
         for name, split in SCORED_SPLITS.items():
             final.update(score(training.plain_model, held[name], split, device, amp))
         folder.write_history(state.history)

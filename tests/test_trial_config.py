@@ -1,4 +1,6 @@
-"""A trial's settings are worked out once, from the sweep's options, the model's defaults and Tune's samples."""
+"""A trial's settings, worked out once from the sweep's options, the model's defaults and Tune's samples."""
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,13 +38,9 @@ def test_a_trial_config_round_trips_through_a_dict_and_ignores_unknown_keys():
     assert TrialConfig.from_dict({**trial.to_dict(), "from_a_newer_genre": 1}) == trial
 
 
-class _Trial:
-    config = {"model": "cnn4_gru"}
-    trial_id = "a1b2c_00003"
-
-
 def test_a_trial_id_is_read_back_from_the_folder_tune_named_for_it():
-    assert trial_id_of(f"/runs/tune/{trial_dirname(_Trial())}") == "a1b2c_00003"
+    trial = SimpleNamespace(config={"model": "cnn4_gru"}, trial_id="a1b2c_00003")
+    assert trial_id_of(f"/runs/tune/{trial_dirname(trial)}") == "a1b2c_00003"
 
 
 def test_a_failure_is_the_innermost_error_of_rays_wrappers_in_one_line():
