@@ -10,7 +10,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-import psutil
 import pytest
 import ray
 import yaml
@@ -20,7 +19,6 @@ from tests.ray_nodes import (
     LOOPBACK,
     RAY_CLI,
     REPO,
-    ListeningSampler,
     can_hide_a_folder_from_a_node,
     free_port,
     kill_nodes,
@@ -98,7 +96,7 @@ def test_nothing_listens_on_a_public_address_by_default():
     assert any("--dashboard-host=127.0.0.1" in c for c in launcher["head_start_ray_commands"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_head():
     """A head started by `cluster/local-head.sh` on free loopback ports; stopped after."""
     temp = short_temp_dir()
@@ -116,27 +114,6 @@ def test_the_local_head_listens_on_loopback_only(local_head):
     # GCS, raylet (node manager, object manager), dashboard and its agents, the client server.
     assert len(addresses) >= 6, addresses
     assert {ip for ip, _ in addresses} <= LOOPBACK, addresses
-
-
-def test_genre_starts_its_own_ray_on_loopback_ignoring_a_dead_heads_address_file(tiny_audio, tmp_path):
-    # A head stopped by a signal leaves Ray's address file behind; Ray's default would join it.
-    ray_tmp = short_temp_dir()
-    (Path(ray_tmp) / "ray").mkdir()
-    (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
-    env = ray_environment(RAY_TMPDIR=ray_tmp)
-    env.pop(RAY_CLUSTER_MODE_VARIABLE, None)  # `genre` must choose loopback itself
-    env.pop("RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "genre.cli", "prepare", str(tiny_audio), str(tmp_path / "data")]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        with ListeningSampler(psutil.Process(process.pid), every_s=0.2) as listening:
-            _, errors = process.communicate(timeout=180)
-    finally:
-        process.kill()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert process.returncode == 0, errors[-3000:]
-    assert len(listening.seen) >= 4, listening.seen  # its GCS, raylet, agents and the driver's own worker
-    assert {ip for ip, _ in listening.seen} <= LOOPBACK, listening.seen
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,20 @@ import pandas as pd
 import psutil
 import pytest
 
+from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.manifest import is_dataset
 from genre.checkpoints import load_checkpoint
 from genre.results import TABLE_COLUMNS
 from genre.sweep_record import SWEEP_FILE
 from tests.conftest import sweep
-from tests.ray_nodes import can_hide_a_folder_from_a_node, free_port, ray_environment, short_temp_dir
+from tests.ray_nodes import (
+    LOOPBACK,
+    ListeningSampler,
+    can_hide_a_folder_from_a_node,
+    free_port,
+    ray_environment,
+    short_temp_dir,
+)
 
 GENRE = [sys.executable, "-m", "genre.cli"]
 
@@ -40,29 +48,37 @@ def epochs_per_trial(out: Path) -> dict[str, list[int]]:
     return {model: sorted(group["epoch"].astype(int)) for model, group in history.groupby("model")}
 
 
-def test_a_killed_worker_restarts_and_an_exception_or_oom_leaves_an_error_row(tiny_dataset, tmp_path):
-    """Three faults in three concurrent trials of one sweep: each trial ends as its own fault says."""
+def test_a_killed_worker_restarts_and_an_exception_leaves_an_error_row(tiny_dataset, tmp_path):
+    """Two faults in two concurrent trials of one sweep: each trial ends as its own fault says.
+
+    The train split streams from Ray Data (--train-in-memory-mib 0), split across the workers by
+    Ray Data, and the trials train in bf16 on the CPU: a restarted worker must find both again.
+    """
     pid_file, out = tmp_path / "worker.pid", tmp_path / "run"
     # 18 training segments in batches of 16: epoch 1, step 1 is the middle of cnn3's second epoch.
     killer = threading.Thread(target=lambda: os.kill(wait_for_file(pid_file), signal.SIGKILL), daemon=True)
     killer.start()
-    faults = {"cnn3": f"pause@1:1:{pid_file}", "cnn4": "raise@0:1", "cnn4_gru": "oom@0:0"}
-    table = sweep(tiny_dataset, out, ("cnn3", "cnn4", "cnn4_gru"), epochs=3, faults=faults)
+    faults = {"cnn3": f"pause@1:1:{pid_file}", "cnn4": "raise@0:1"}
+    options = {"epochs": 3, "faults": faults, "amp": "bf16", "train_in_memory_mib": 0}
+    table = sweep(tiny_dataset, out, ("cnn3", "cnn4"), **options)
     killer.join(timeout=1)
     table = table.set_index("model")
 
     assert table.loc["cnn3", "status"] == "completed", table.loc["cnn3", "error"]
+    assert table.loc["cnn3", "amp"] == "bf16" and table.loc["cnn3", "test_segment_accuracy"] >= 0
     assert table.loc["cnn3", "retries"] == 1 and table.loc["cnn3", "epochs"] == 3
     # Epoch 0 was not trained again: the restart began at epoch 1, from epoch 0's checkpoint.
     assert epochs_per_trial(out)["cnn3"] == [0, 1, 2]
 
     assert table.loc["cnn4", "status"] == "error"
-    assert "InjectedFailure: injected failure in cnn4 at epoch 0, step 1" in table.loc["cnn4", "error"]
-    assert table.loc["cnn4_gru", "status"] == "error"
-    assert "OutOfMemoryError" in table.loc["cnn4_gru", "error"]
-    assert "lower --batch-size" in table.loc["cnn4_gru", "error"]
-    # Ray Train restarted each failing trial's workers once (--max-failures 1) before giving up.
-    assert table.loc["cnn4", "retries"] == 1 and table.loc["cnn4_gru", "retries"] == 1
+    # The innermost error of Ray's wrappers, in one line (tests/test_trial_config.py: the chain, and
+    # what an out-of-memory error adds).
+    assert (
+        table.loc["cnn4", "error"]
+        == "InjectedFailure: injected failure in cnn4 at epoch 0, step 1 (test hook)"
+    )
+    # Ray Train restarted the failing trial's workers once (--max-failures 1) before giving up.
+    assert table.loc["cnn4", "retries"] == 1
 
 
 def start_sweep(data: Path, out: Path, *options: str) -> subprocess.Popen:
@@ -135,7 +151,9 @@ def assert_best_checkpoints_agree_with_table_and_history(out: Path) -> None:
         assert row["val_segment_accuracy"] == pytest.approx(at_best, abs=1e-6)
 
 
-def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_completes(tiny_audio, tmp_path):
+def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_on_its_own_loopback_ray_completes(
+    tiny_audio, tmp_path
+):
     out = tmp_path / "data"
     command = [*GENRE, "prepare", str(tiny_audio), str(out), "--tracks-per-shard", "1"]
     first = subprocess.Popen(
@@ -148,10 +166,26 @@ def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_completes(tiny_audio, tm
     partial = list(tmp_path.glob(".data.partial-*"))
     assert partial and not is_dataset(out)  # killed part-way: shards written, no dataset
 
-    rerun = subprocess.run(command, env=ray_environment(), capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert is_dataset(out) and "left by an interrupted run" in rerun.stdout
+    # The killed run's Ray left its address file, as a head stopped by a signal does: Ray's default
+    # would join that dead head. genre starts a Ray of its own, listening on loopback only.
+    ray_tmp = Path(short_temp_dir())
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    env = ray_environment(RAY_TMPDIR=str(ray_tmp))
+    env.pop(RAY_CLUSTER_MODE_VARIABLE, None)  # `genre` must choose loopback itself
+    env.pop("RAY_ADDRESS", None)
+    rerun = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with ListeningSampler(psutil.Process(rerun.pid), every_s=0.2) as listening:
+            printed, errors = rerun.communicate(timeout=300)
+    finally:
+        rerun.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rerun.returncode == 0, errors[-3000:]
+    assert is_dataset(out) and "left by an interrupted run" in printed
     assert not list(tmp_path.glob(".data.partial-*"))  # the killed run's folder is gone
+    assert len(listening.seen) >= 4, listening.seen  # its GCS, raylet, agents and the driver's own worker
+    assert {ip for ip, _ in listening.seen} <= LOOPBACK, listening.seen
 
 
 def test_ctrl_c_while_ray_starts_ends_prepare_at_once_with_nothing_left(tiny_audio, tmp_path):

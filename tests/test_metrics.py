@@ -36,7 +36,7 @@ def test_split_metrics_name_every_level_and_measure():
 def test_models_with_several_trials_are_told_apart_in_the_tables():
     import pandas as pd
 
-    from genre.results import row_labels
+    from genre.results_text import row_labels
 
     table = pd.DataFrame({"model": ["cnn3", "cnn4", "cnn4"], "trial_id": ["a_0", "a_1", "a_2"]})
     assert row_labels(table) == ["cnn3", "cnn4 (a_1)", "cnn4 (a_2)"]

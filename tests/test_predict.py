@@ -24,7 +24,7 @@ def test_predicting_a_prepared_test_clip_gives_the_sweeps_probabilities(
     test = read_split(tiny_dataset, "test")
     track_id = test.column("track_id")[0].as_py()
     rows = [i for i, t in enumerate(test.column("track_id").to_pylist()) if t == track_id]
-    from_shards = segment_probabilities(predictor.model, [read_mels(test)[rows]], torch.device("cpu"))
+    from_shards = segment_probabilities(predictor.loaded.model, [read_mels(test)[rows]], torch.device("cpu"))
     from_audio = predictor.file_probabilities(tiny_audio / track_id)
     # The same float16 features through the same model: equal up to float rounding of the batch.
     torch.testing.assert_close(from_audio, from_shards, atol=1e-6, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""`genre sweep` for real on tiny shards: concurrent trials, the table, failures, bf16, seeds."""
+"""`genre sweep` for real on tiny shards: concurrent trials, the table, checkpoints, DDP, ASHA."""
 
 import itertools
 import math
@@ -12,10 +12,11 @@ import torch
 from data_pipeline.shards import read_mels, read_split
 from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.config import TrainConfig
+from genre.datasets import SCORED_SPLITS, open_datasets
 from genre.inference import segment_probabilities
 from genre.metrics import metric_columns, split_metrics
 from genre.sweep import SweepConfig, run_sweep
-from tests.conftest import SIX, quiet, sweep
+from tests.conftest import SIX, quiet
 from tests.ray_nodes import LOOPBACK
 
 
@@ -69,31 +70,15 @@ def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_mod
             assert math.isclose(value, row[name], abs_tol=1e-6), (row["model"], name)
 
 
-def test_a_failing_model_leaves_an_error_row_and_bf16_on_a_streamed_split_runs_on_cpu(tiny_dataset, tmp_path):
-    # --train-in-memory-mib 0: the train split streams from Ray Data every epoch.
-    # No restart of the failing trial (--max-failures 0): its error row is what this test is about.
-    faults = {"cnn4": "raise@0:0"}
-    options = {"amp": "bf16", "train_in_memory_mib": 0, "faults": faults, "max_failures": 0}
-    table = sweep(tiny_dataset, tmp_path, ("cnn3", "cnn4"), **options)
-    rows = table.set_index("model")
-    assert rows.loc["cnn4", "status"] == "error"
-    assert "InjectedFailure: injected failure in cnn4" in rows.loc["cnn4", "error"]
-    assert rows.loc["cnn3", "status"] == "completed" and rows.loc["cnn3", "amp"] == "bf16"
-    assert not math.isnan(rows.loc["cnn3", "test_segment_accuracy"])
-
-
-def test_the_same_seed_gives_the_same_training_and_metrics(six_model_run, tiny_dataset, tmp_path):
-    first_out, first = six_model_run
-    again = sweep(tiny_dataset, tmp_path, ("cnn3",))
-    columns = metric_columns()
-    expected = first.set_index("model").loc["cnn3", columns].tolist()
-    assert again.set_index("model").loc["cnn3", columns].tolist() == pytest.approx(expected, abs=1e-6)
-    # The loss depends on every weight and on the shuffled batch order: equal only if both are.
-    losses = [
-        pd.read_parquet(out / "history.parquet").set_index("model").loc["cnn3", "train_loss"]
-        for out in (first_out, tmp_path)
-    ]
-    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+def test_every_split_reaches_the_trials_whole_and_in_file_order(tiny_dataset, ray_session):
+    # With the seeded shuffles of genre.fit, this order is what makes a seed repeat a trial exactly.
+    datasets = open_datasets(tiny_dataset)
+    for name, split in SCORED_SPLITS.items():
+        rows = datasets[name].take_all()
+        expected = read_split(tiny_dataset, split, columns=["track_id", "label"]).to_pylist()
+        assert [(row["track_id"], row["label"]) for row in rows] == [
+            (row["track_id"], row["label"]) for row in expected
+        ]
 
 
 def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_split(tiny_dataset, tmp_path):
@@ -118,12 +103,12 @@ def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_spli
 def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path):
     train = TrainConfig(epochs=2, pretrained="no", seed=5)
     config = SweepConfig(
-        data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_samples=3, scheduler="asha"
+        data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_samples=2, scheduler="asha"
     )
     table = run_sweep(config, progress=quiet).table
-    assert len(table) == 3 and set(table["status"]) <= {"completed", "stopped"}
+    assert len(table) == 2 and set(table["status"]) <= {"completed", "stopped"}
     assert table["trial_id"].is_unique
-    assert table["lr"].nunique() == 3  # each trial its own sampled learning rate
+    assert table["lr"].nunique() == 2  # each trial its own sampled learning rate
     assert "cnn3 (" in (tmp_path / "results.md").read_text()
     # Stopped trials give their CPUs back, or the next sweep in this Ray would wait forever.
     deadline = time.monotonic() + 180
