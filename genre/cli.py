@@ -233,7 +233,13 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
+    from data_pipeline.loopback import requested_cluster
+    from data_pipeline.ray_connect import check_answers
     from genre.faults import parse_faults
+
+    # A cluster that does not answer is told before the sweep's modules load (seconds of torch and Tune).
+    if (cluster := requested_cluster(args.address)) is not None:
+        check_answers(cluster)
     from genre.sweep import SweepConfig, run_sweep
     from genre.sweep_record import read_sweep_record
 

@@ -9,6 +9,8 @@ from typing import Any
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PRETRAINED_MODES = ("auto", "yes", "no")
+# The validation score that picks a trial's best epoch, ASHA's metric and a run's best trial.
+BEST_BY = "val_segment_accuracy"
 
 
 @dataclass(frozen=True)

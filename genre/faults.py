@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from data_pipeline.errors import UserInputError
 
 KINDS = ("raise", "oom", "pause")
@@ -88,6 +86,8 @@ class Fault:
         if self.kind == "raise":
             raise InjectedFailure(f"injected failure in {model} at epoch {epoch}, step {step} (test hook)")
         if self.kind == "oom":
+            import torch  # here: the command line parses faults before it needs torch
+
             raise torch.OutOfMemoryError(f"injected out-of-memory in {model} (test hook)")
         pid_file = Path(self.path)
         if pid_file.exists():

@@ -22,14 +22,13 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from genre.amp import autocast
+from genre.config import BEST_BY
 from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
 from genre.windows import Batch, Windows
 
 Scores = dict[str, float]
 Weights = dict[str, torch.Tensor]
-# The epoch whose weights are kept is the one with the best score of this name.
-BEST_BY = "val_segment_accuracy"
 EVAL_BATCH = 256
 
 

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from data_pipeline.errors import UserInputError
+from genre.config import BEST_BY
 from genre.storage import Storage, is_uri, open_storage
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class RunFolder:
             table = table[table["model"] == model]
         if table.empty:
             raise UserInputError(f"the run in {str(self.out)!r} has no completed trial")
-        best = table.sort_values(["val_segment_accuracy", "val_track_accuracy"], ascending=False).iloc[0]
+        best = table.sort_values([BEST_BY, "val_track_accuracy"], ascending=False).iloc[0]
         return self.locate(str(best["checkpoint"]))
 
 

@@ -25,9 +25,8 @@ from data_pipeline.loopback import requested_cluster
 from data_pipeline.manifest import manifest_hash, read_manifest
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import check_shards
-from genre.config import TrainConfig
+from genre.config import BEST_BY, TrainConfig
 from genre.datasets import held_in_memory, open_datasets, shard_mib
-from genre.fit import BEST_BY
 from genre.live_view import LiveView
 from genre.models import get_spec, resolve_weights
 from genre.plots import write_plots

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from genre.amp import grad_scaler
+from genre.config import BEST_BY
 from genre.faults import Fault, InjectedFailure
-from genre.fit import BEST_BY, Training, TrialState, fit, score, seed_everything
+from genre.fit import Training, TrialState, fit, score, seed_everything
 from genre.windows import Windows
 
 CLASSES, MELS, FRAMES = 3, 4, 5

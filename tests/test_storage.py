@@ -13,6 +13,7 @@ from data_pipeline.errors import UserInputError
 from genre.checkpoints import load_checkpoint
 from genre.cli import main
 from genre.config import TrainConfig
+from genre.evaluate import evaluate
 from genre.run_folder import RunFolder
 from genre.storage import open_storage
 from genre.sweep import SweepConfig, run_sweep
@@ -68,14 +69,19 @@ def test_a_local_write_replaces_the_file_whole_and_leaves_no_partial_file(tmp_pa
 def test_a_sweep_with_s3_storage_keeps_run_state_and_checkpoints_in_the_bucket(
     s3_endpoint, tiny_dataset, tmp_path, capsys
 ):
+    """Its trial trains data-parallel on two workers: rank 0 alone writes checkpoints to the bucket."""
     query = bucket(s3_endpoint, "genre-runs")
     storage = f"s3://{CREDENTIALS}genre-runs/sweeps/one?{query}"
     out = tmp_path / "run"
     train = TrainConfig(epochs=1, pretrained="no", seed=5)
-    config = SweepConfig(data=tiny_dataset, out=out, models=("cnn3",), train=train, storage=storage)
-    table = run_sweep(config, progress=quiet).table
+    config = SweepConfig(
+        data=tiny_dataset, out=out, models=("cnn3",), train=train, storage=storage, num_workers=2
+    )
+    result = run_sweep(config, progress=quiet)
+    table = result.table
 
     assert table.loc[0, "status"] == "completed", table.loc[0, "error"]
+    assert result.plan.num_workers == 2
     checkpoint = table.loc[0, "checkpoint"]
     assert checkpoint.startswith(f"s3://{CREDENTIALS}genre-runs/sweeps/one/checkpoints/cnn3-")
     assert checkpoint.endswith(f"/best.pt?{query}")
@@ -89,6 +95,9 @@ def test_a_sweep_with_s3_storage_keeps_run_state_and_checkpoints_in_the_bucket(
     assert (out / "results.parquet").is_file()
     assert load_checkpoint(checkpoint)["model"] == "cnn3"
     assert RunFolder(out).best_checkpoint() == checkpoint
+    # Scores come from rank 0 over the whole split, so they match the checkpoint scored alone.
+    scores = evaluate(tiny_dataset, checkpoint, tmp_path / "evaluation").scores
+    assert scores["test_segment_accuracy"] == pytest.approx(table.loc[0, "test_segment_accuracy"], abs=1e-6)
     assert pd.read_parquet(out / "results.parquet").loc[0, "checkpoint"] == checkpoint
 
     # A second sweep into the same storage is refused, as for OUT.

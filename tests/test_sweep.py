@@ -1,4 +1,7 @@
-"""`genre sweep` for real on tiny shards: concurrent trials, the table, checkpoints, DDP, ASHA."""
+"""`genre sweep` for real on tiny shards: concurrent trials, the table, checkpoints, ASHA.
+
+Data-parallel trials: tests/test_storage.py (with run storage in S3).
+"""
 
 import itertools
 import math
@@ -79,25 +82,6 @@ def test_every_split_reaches_the_trials_whole_and_in_file_order(tiny_dataset, ra
         assert [(row["track_id"], row["label"]) for row in rows] == [
             (row["track_id"], row["label"]) for row in expected
         ]
-
-
-def test_two_workers_per_trial_train_data_parallel_and_score_the_whole_test_split(tiny_dataset, tmp_path):
-    train = TrainConfig(epochs=1, pretrained="no", seed=5)
-    config = SweepConfig(data=tiny_dataset, out=tmp_path, models=("cnn3",), train=train, num_workers=2)
-    result = run_sweep(config, progress=quiet)
-    row = result.table.iloc[0]
-    assert row["status"] == "completed" and result.plan.num_workers == 2
-    # Scores come from rank 0 over the whole split, so they match the checkpoint scored alone.
-    test = read_split(tiny_dataset, "test")
-    model = model_from_checkpoint(load_checkpoint(tmp_path / row["checkpoint"]))
-    probabilities = segment_probabilities(model, [read_mels(test)], torch.device("cpu"))
-    scores = split_metrics(
-        "test",
-        probabilities,
-        torch.tensor(test.column("label").to_pylist()),
-        test.column("track_id").to_pylist(),
-    )
-    assert scores["test_segment_accuracy"] == pytest.approx(row["test_segment_accuracy"], abs=1e-6)
 
 
 def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path):
