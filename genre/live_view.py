@@ -14,6 +14,11 @@ class LiveView(Callback):
         # No printer held here: Tune pickles its callbacks with the experiment state.
         self.started = time.perf_counter()
 
+    def __setstate__(self, state: dict) -> None:
+        # Restored by --resume in another process: its clock starts now (perf_counter's origin differs).
+        self.__dict__.update(state)
+        self.started = time.perf_counter()
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._line(trials, f"{_name(trial)} started")
 
