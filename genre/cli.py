@@ -209,7 +209,11 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "--cpus-per-trial", type=float, help="CPUs for each trial's workers (default: shared out)"
     )
     parser.add_argument(
-        "--gpus-per-trial", type=float, help="GPUs per trial; 0.5 packs two per GPU (default 0)"
+        "--gpus-per-trial",
+        type=_gpus,
+        metavar="N|auto",
+        help="GPUs per trial; 0.5 packs two per GPU; 0 trains on CPU (default auto: the trials share "
+        "Ray's GPUs, or the CPU when Ray has none)",
     )
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     parser.add_argument(
@@ -431,6 +435,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(render_evaluation(result))
     print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")
     return 0
+
+
+def _gpus(text: str) -> float | None:
+    """`--gpus-per-trial`: a number, or auto (None)."""
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or auto, not {text!r}") from None
 
 
 def _model_list(text: str | None) -> tuple[str, ...]:

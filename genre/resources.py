@@ -53,7 +53,7 @@ def plan_resources(
     num_trials: int,
     num_workers: int = 1,
     cpus_per_trial: float | None = None,
-    gpus_per_trial: float = 0.0,
+    gpus_per_trial: float | None = None,
     max_concurrent: int | None = None,
     largest_node_cpus: float | None = None,
     largest_node_gpus: float | None = None,
@@ -61,12 +61,23 @@ def plan_resources(
     """Fit the trials into the cluster, or say why they cannot fit.
 
     A worker runs on one node: on a cluster of several nodes its share is capped at the largest
-    node's CPUs (None: one node holds everything).
+    node's CPUs (None: one node holds everything). `gpus_per_trial` None ("auto"): Ray's GPUs are
+    shared among the trials, or none are used when Ray has none.
     """
     if num_workers < 1:
         raise UserInputError("--num-workers must be at least 1")
+    gpu_notes: list[str] = []
+    if gpus_per_trial is None:
+        gpus_per_trial, why = _auto_gpus(cluster_gpus, num_trials, num_workers, max_concurrent)
+        gpu_notes.append(why)
     if gpus_per_trial < 0 or (cpus_per_trial is not None and cpus_per_trial <= 0):
         raise UserInputError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+    if num_workers > 1 and 0 < gpus_per_trial / num_workers < 1 - 1e-9:
+        raise UserInputError(
+            f"--num-workers {num_workers} with --gpus-per-trial {gpus_per_trial:g} puts two workers of a "
+            "trial on one GPU, which NCCL refuses: give each worker a whole GPU "
+            f"(--gpus-per-trial {num_workers}) or use one worker per trial"
+        )
     if max_concurrent is not None and max_concurrent < 1:
         raise UserInputError("--max-concurrent must be at least 1")
     usable = cluster_cpus - DATA_CPUS
@@ -113,7 +124,7 @@ def plan_resources(
             "raise --num-workers to spread a trial over several GPUs"
         )
     fits = min(math.floor(usable / needed + 1e-9), by_gpu)
-    notes = []
+    notes = gpu_notes
     if max_concurrent is not None and max_concurrent > fits:
         notes.append(f"--max-concurrent {max_concurrent} lowered to {fits}: that is what the resources hold")
     concurrent = max(1, min(fits, num_trials, max_concurrent or num_trials))
@@ -123,6 +134,30 @@ def plan_resources(
         gpus_per_worker=gpus_per_worker,
         max_concurrent=concurrent,
         notes=tuple(notes),
+    )
+
+
+def _auto_gpus(
+    cluster_gpus: float, num_trials: int, num_workers: int, max_concurrent: int | None
+) -> tuple[float, str]:
+    """GPUs per trial when none were asked for, and why, in words for the sweep's first lines."""
+    if cluster_gpus <= 0:
+        return 0.0, "GPUs: Ray has none, so the trials train on CPU"
+    if num_workers > 1:
+        # NCCL refuses two ranks on one GPU: each worker takes a whole one.
+        if cluster_gpus < num_workers:
+            raise UserInputError(
+                f"--num-workers {num_workers} needs a whole GPU per worker, and Ray has {cluster_gpus:g} "
+                "GPU(s): lower --num-workers, or pass --gpus-per-trial 0 to train on CPU"
+            )
+        return float(
+            num_workers
+        ), f"GPUs: one whole GPU per worker ({num_workers} per trial; Ray has {cluster_gpus:g})"
+    together = min(num_trials, max_concurrent or num_trials)
+    share = min(1.0, _floor(cluster_gpus / together)) or GRANULARITY
+    return share, (
+        f"GPUs: {share:g} per trial, so that {together} trial(s) share Ray's {cluster_gpus:g} GPU(s) "
+        "(--gpus-per-trial 0 trains on CPU)"
     )
 
 

@@ -43,7 +43,8 @@ class SweepConfig:
     scheduler: str = "fifo"
     num_workers: int = 1
     cpus_per_trial: float | None = None
-    gpus_per_trial: float = 0.0
+    # None: auto (share Ray's GPUs among the trials; CPU when Ray has none).
+    gpus_per_trial: float | None = None
     max_concurrent: int | None = None
     # Restarts of a trial's workers from its last checkpoint after a failure (a lost node, a kill).
     max_failures: int = 1

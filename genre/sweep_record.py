@@ -99,7 +99,7 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
             "run it again without --resume"
         )
     for name, (old, new) in changed.items():
-        progress(f"resuming with {flag(name)} {new} (the sweep had {old})")
+        progress(f"resuming with {flag(name)} {_show(new)} (the sweep had {_show(old)})")
     return record_resume(record, options, changed)
 
 
@@ -160,4 +160,4 @@ def _normal(value: Any) -> Any:
 def _show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
-    return "(default)" if value is None else str(value)
+    return "(default)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)

@@ -40,7 +40,7 @@ def test_half_a_gpu_per_trial_packs_two_trials_on_each_gpu():
 def test_too_high_a_max_concurrent_is_lowered_and_said():
     plan = plan_resources(cluster_cpus=4, cluster_gpus=0, num_trials=6, cpus_per_trial=1, max_concurrent=5)
     assert plan.max_concurrent == 2
-    assert "lowered to 2" in plan.notes[0]
+    assert any("lowered to 2" in note for note in plan.notes)
 
 
 def test_workers_split_the_trials_cpus():
@@ -68,3 +68,31 @@ def test_a_worker_never_asks_for_more_gpus_than_one_node_has():
         cluster_cpus=32, cluster_gpus=8, num_trials=1, gpus_per_trial=2, num_workers=2, largest_node_gpus=1
     )
     assert plan.gpus_per_worker == 1
+
+
+def test_with_no_gpu_flag_six_trials_share_one_gpu_and_the_plan_says_so():
+    plan = plan_resources(cluster_cpus=16, cluster_gpus=1, num_trials=6)
+    assert plan.gpus_per_worker == pytest.approx(0.16) and plan.max_concurrent == 6
+    assert any("0.16 per trial" in note and "6 trial(s) share" in note for note in plan.notes)
+
+
+def test_with_no_gpu_flag_and_no_gpu_in_ray_the_trials_train_on_cpu_and_the_plan_says_so():
+    plan = plan_resources(cluster_cpus=16, cluster_gpus=0, num_trials=6)
+    assert plan.gpus_per_worker == 0 and any("train on CPU" in note for note in plan.notes)
+
+
+def test_zero_gpus_forces_the_cpu_without_a_note():
+    plan = plan_resources(cluster_cpus=16, cluster_gpus=8, num_trials=6, gpus_per_trial=0)
+    assert plan.gpus_per_worker == 0 and not plan.notes
+
+
+def test_with_no_gpu_flag_each_of_several_workers_gets_a_whole_gpu():
+    plan = plan_resources(cluster_cpus=16, cluster_gpus=4, num_trials=6, num_workers=2)
+    assert plan.gpus_per_worker == 1 and plan.max_concurrent == 2
+
+
+def test_several_workers_without_a_whole_gpu_each_are_refused_with_the_reason():
+    with pytest.raises(UserInputError, match="a whole GPU per worker, and Ray has 1"):
+        plan_resources(cluster_cpus=16, cluster_gpus=1, num_trials=6, num_workers=2)
+    with pytest.raises(UserInputError, match="two workers of a trial on one GPU, which NCCL refuses"):
+        plan_resources(cluster_cpus=16, cluster_gpus=4, num_trials=6, num_workers=2, gpus_per_trial=1)
