@@ -52,7 +52,7 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> DemoResult:
 
     started = time.perf_counter()
     models = config.models or tuple(model_names())
-    progress(f"3/3 sweep: {', '.join(models)} for {config.epochs} epoch(s) on CPU -> {run}")
+    progress(f"3/3 sweep: {', '.join(models)} for {config.epochs} epoch(s) -> {run}")
     train = TrainConfig(
         epochs=config.epochs,
         lr=config.lr,
