@@ -1,4 +1,5 @@
-"""Checkpoints that carry everything needed to use them: weights, config, features, labels.
+"""Checkpoints that carry everything needed to use them: weights, config, features, labels; and a
+checkpoint's model loaded to score windows (`genre predict` and `genre evaluate` share it).
 
 Saved with torch.save and loaded with `weights_only=True`: loading a checkpoint never runs code.
 A checkpoint lives at a path or at an s3:// / gs:// URI (genre.storage), wherever the sweep's run
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,16 @@ import torch
 from torch import nn
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.features import FeatureConfig
 from genre.config import TrialConfig
+from genre.inference import segment_probabilities
 from genre.models import create_model
 from genre.storage import open_storage
 
 CHECKPOINT_FORMAT = "genre-checkpoint"
 CHECKPOINT_VERSION = 1
+# Windows per forward pass: a 2-minute file is 40 windows; memory stays small on any device.
+WINDOW_BATCH = 64
 
 
 def save_best(
@@ -96,3 +102,28 @@ def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     model = create_model(payload["model"], num_classes=len(payload["labels"]), dropout=dropout)
     model.load_state_dict(payload["state_dict"])
     return model.eval()
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model in eval mode, with the labels and features it was trained on."""
+
+    name: str
+    model: nn.Module
+    labels: list[str]
+    features: FeatureConfig
+    checkpoint: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+        payload = load_checkpoint(checkpoint)
+        labels = [payload["labels"][str(i)] for i in range(len(payload["labels"]))]
+        device = torch.device(device)
+        model = model_from_checkpoint(payload).to(device)
+        features = FeatureConfig.from_dict(payload["features"])
+        return cls(payload["model"], model, labels, features, str(checkpoint), device)
+
+    def probabilities(self, mels: torch.Tensor) -> torch.Tensor:
+        """[windows, classes] for [windows, n_mels, frames] log-mels."""
+        return segment_probabilities(self.model, torch.split(mels, WINDOW_BATCH), self.device)

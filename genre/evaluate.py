@@ -20,7 +20,7 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import check_shards, read_mels, read_split
-from genre.inference import LoadedModel
+from genre.checkpoints import LoadedModel
 from genre.metrics import level_metrics, track_probabilities
 
 

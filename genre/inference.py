@@ -1,22 +1,14 @@
-"""Running a model over log-mel windows: segment probabilities, in eval mode, without gradients;
-and a checkpoint's model loaded for that (`genre predict` and `genre evaluate` share it)."""
+"""Running a model over log-mel batches: segment probabilities, in eval mode, without gradients."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from data_pipeline.features import FeatureConfig
 from genre.amp import autocast
-from genre.checkpoints import load_checkpoint, model_from_checkpoint
-
-# Windows per forward pass: a 2-minute file is 40 windows; memory stays small on any device.
-WINDOW_BATCH = 64
 
 
 def as_model_input(mel: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -47,28 +39,3 @@ def segment_probabilities(
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs)
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint's model in eval mode, with the labels and features it was trained on."""
-
-    name: str
-    model: nn.Module
-    labels: list[str]
-    features: FeatureConfig
-    checkpoint: str
-    device: torch.device
-
-    @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-        payload = load_checkpoint(checkpoint)
-        labels = [payload["labels"][str(i)] for i in range(len(payload["labels"]))]
-        device = torch.device(device)
-        model = model_from_checkpoint(payload).to(device)
-        features = FeatureConfig.from_dict(payload["features"])
-        return cls(payload["model"], model, labels, features, str(checkpoint), device)
-
-    def probabilities(self, mels: torch.Tensor) -> torch.Tensor:
-        """[windows, classes] for [windows, n_mels, frames] log-mels."""
-        return segment_probabilities(self.model, torch.split(mels, WINDOW_BATCH), self.device)

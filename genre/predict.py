@@ -10,7 +10,7 @@ import torch
 
 from data_pipeline.audio import AudioDecodeError, load_mono
 from data_pipeline.features import LogMelExtractor
-from genre.inference import LoadedModel
+from genre.checkpoints import LoadedModel
 
 TOP_K = 3
 
