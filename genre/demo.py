@@ -44,7 +44,7 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> DemoResult:
     started = time.perf_counter()
     progress(f"2/3 prepare: log-mel shards with Ray Data -> {data}")
     # One Ray for both stages, started the way the sweep needs it.
-    connect_ray(config.address, dashboard=True, worker_logs=False)
+    connect_ray(config.address, worker_logs=False)
     features = FeatureConfig(n_mels=config.n_mels)
     prepared = prepare(PrepareConfig(source=audio, out=data, features=features, seed=config.seed), progress)
     progress(prepared.summary())

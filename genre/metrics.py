@@ -12,8 +12,15 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-METRIC_NAMES = ("accuracy", "precision", "recall")
-LEVELS = ("segment", "track")
+from genre.metric_names import LEVELS, metric_columns
+
+__all__ = [
+    "classification_metrics",
+    "level_metrics",
+    "metric_columns",
+    "split_metrics",
+    "track_probabilities",
+]
 
 
 def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -57,8 +64,3 @@ def level_metrics(
         for level, (probabilities, labels) in zip(LEVELS, (segments, tracks), strict=True)
         for name, value in classification_metrics(probabilities, labels).items()
     }
-
-
-def metric_columns(splits: Sequence[str] = ("train", "val", "test")) -> list[str]:
-    """The results table's metric columns, in order."""
-    return [f"{s}_{level}_{m}" for s in splits for level in LEVELS for m in METRIC_NAMES]

@@ -8,9 +8,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 
-from genre.metrics import metric_columns
+from genre.metric_names import metric_columns
 from genre.models import model_names
 from genre.results_text import results_markdown
 from genre.run_folder import RunFolder, TrialFolder
@@ -139,9 +138,17 @@ def failure_line(error: BaseException) -> str:
     root = innermost_error(error)
     message = (str(root).strip().splitlines() or [""])[0]
     line = f"{type(root).__name__}: {message}"[:300]
-    if isinstance(root, torch.OutOfMemoryError):
+    if _is_out_of_memory(root):
         line += " (lower --batch-size, or give each trial more memory: fewer trials per GPU)"
     return line
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """torch's OutOfMemoryError, known by name: the driver does not import torch for it (seconds)."""
+    return any(
+        kind.__name__ == "OutOfMemoryError" and kind.__module__.startswith("torch")
+        for kind in type(error).__mro__
+    )
 
 
 def innermost_error(error: BaseException) -> BaseException:

@@ -84,7 +84,9 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     except OSError as error:
         raise UserInputError(f"cannot write to OUT {str(config.out)!r}: {error.strerror}") from None
 
-    connect_ray(config.address, dashboard=True, worker_logs=False)
+    # ASHA stops trials early, and only Ray Train's placement group cleaner, through the dashboard's
+    # state API, then frees their workers' resources (without it, later trials wait forever).
+    connect_ray(config.address, dashboard=config.scheduler == "asha", worker_logs=False)
     check_shared(config.data, storage.storage, progress)
     plan = _plan(config)
     for note in plan.notes:

@@ -24,6 +24,11 @@ from genre.datasets import trial_datasets
 from genre.run_folder import RunStorage
 from genre.storage import Storage, open_storage
 
+# Ray Train's controller collects one report per worker each time it polls (every 2 s by default),
+# and a worker's next report waits for the last to be collected: an epoch shorter than the poll
+# (most epochs on a GPU) waited for it. A poll is one small RPC per worker.
+REPORT_POLL_VARIABLE, REPORT_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.1
+
 
 @dataclass(frozen=True)
 class TrialSetup:
@@ -76,6 +81,7 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, 
         # Ray Train watches every node for a drain notice from a cluster's autoscaler; on one
         # machine none comes, and the watcher is one more process per trial.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault(REPORT_POLL_VARIABLE, str(REPORT_POLL_S))
     use_gpu = setup.gpus_per_worker > 0
     per_worker = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if use_gpu else {})}
     worker_datasets, data_config = trial_datasets(datasets, setup.train_held)
