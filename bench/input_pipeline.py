@@ -31,7 +31,7 @@ import torch
 
 from data_pipeline.manifest import read_manifest
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
-from genre.datasets import TRAIN, TRAIN_EVAL, TrainBatches, open_datasets, read_windows
+from genre.datasets import STREAMED_TRAIN, TRAIN, TrainBatches, open_datasets, read_windows
 from genre.inference import as_model_input
 from genre.models import create_model
 from genre.resources import plan_resources
@@ -55,7 +55,7 @@ def measure(loop_config: dict) -> None:
         # Epoch 0 includes the iterator's start (Ray Data's split coordinator); later ones do not.
         report[f"streamed_epoch{epoch}_samples_per_s"] = read_rate(streamed(epoch), device)
     started = time.perf_counter()
-    held = TrainBatches(config, device, whole=read_windows(TRAIN_EVAL, device))
+    held = TrainBatches(config, device, whole=read_windows(loop_config["data"], TRAIN, device))
     report["in_memory_read_once_s"] = time.perf_counter() - started
     for epoch in range(loop_config["read_epochs"]):
         report[f"in_memory_epoch{epoch}_samples_per_s"] = read_rate(held(epoch), device)
@@ -94,7 +94,7 @@ def main() -> None:
     plan = plan_resources(cluster_cpus=cpus, cluster_gpus=0, num_trials=1)
     manifest = read_manifest(args.data)
     started = time.perf_counter()
-    datasets = open_datasets(args.data)
+    datasets = open_datasets(args.data, train_held=False)
     materialise_s = time.perf_counter() - started
     trial = TrialConfig.resolve(
         TrainConfig(batch_size=args.batch_size),
@@ -112,15 +112,13 @@ def main() -> None:
             "read_epochs": args.read_epochs,
             "steps": args.steps,
             "report": str(report_file),
+            "data": str(args.data.resolve()),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=1, resources_per_worker={"CPU": plan.cpus_per_worker}
         ),
-        datasets={
-            TRAIN: datasets[TRAIN_EVAL].select_columns(["mel", "label"]),
-            TRAIN_EVAL: datasets[TRAIN_EVAL],
-        },
-        dataset_config=ray.train.DataConfig(datasets_to_split=[TRAIN]),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[STREAMED_TRAIN]),
     )
     trainer.fit()
     metrics = json.loads(report_file.read_text())
@@ -130,7 +128,7 @@ def main() -> None:
         "torch_threads": plan.torch_threads,
         "train_segments": manifest["counts"]["train"]["segments"],
         "batch_size": args.batch_size,
-        "materialise_all_splits_s": round(materialise_s, 1),
+        "materialise_train_split_s": round(materialise_s, 1),
         **{key: round(value, 1) for key, value in metrics.items()},
     }
     print(json.dumps(result, indent=2))

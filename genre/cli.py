@@ -37,15 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"genre {args.command}: interrupted", file=sys.stderr)
-        _stop_ray()
         return EXIT_INTERRUPTED
+    finally:
+        _stop_ray()
 
 
 def _stop_ray() -> None:
     """Stop the Ray this process started or joined, now rather than at interpreter exit.
 
     Left to its exit hook, Ray's teardown can race the interpreter's own and crash (seen: a
-    segmentation fault after Ctrl-C while Ray was starting).
+    segmentation fault after Ctrl-C while Ray was starting), and first sleeps half a second.
     """
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():

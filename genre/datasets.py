@@ -1,11 +1,14 @@
-"""A trial's datasets: the splits as Ray Datasets (driver), and what each worker reads of them.
+"""A trial's data: what each worker reads of the prepared splits, and the Ray Dataset of a streamed one.
 
-The driver reads the shards once into Ray's object store for every trial and epoch. A worker holds
-its share of the train split in memory (on its GPU) when it fits, and shuffles it whole every epoch:
-streaming from Ray Data costs on every batch (Arrow blocks to tensors, a local shuffle buffer), more
-than one GPU needs to train the small CNNs (bench/README.md). A larger share streams every epoch,
-split across the workers by Ray Data. The worker that scores (rank 0) holds the val and test windows
-for the whole run, so an epoch's validation reads nothing.
+A worker holds its share of the train split in memory (on its GPU) when it fits, and shuffles it
+whole every epoch: streaming from Ray Data costs on every batch (Arrow blocks to tensors, a local
+shuffle buffer), more than one GPU needs to train the small CNNs (bench/README.md). A held split is
+read by the worker itself, straight from the dataset's Parquet shards: a GTZAN-sized train split
+(190 MiB) in under a second, where handing it over through Ray Data cost the sweep a materialisation
+of every split before the first trial (2.7 s on 2 cores) and each trial a dataset manager. A train
+share too big to hold streams every epoch from a Ray Dataset that the driver reads once and Ray Data
+splits across the workers. The worker that scores (rank 0) holds the val and test windows for the
+whole run, so an epoch's validation reads nothing.
 
 The trial's actor and Ray Train's controller import this module too: torch is imported only where a
 worker reads (each of those processes would otherwise spend seconds importing it).
@@ -21,7 +24,7 @@ import ray.data
 import ray.train
 
 from data_pipeline.manifest import read_manifest
-from data_pipeline.shards import shard_paths
+from data_pipeline.shards import read_mels, read_split, shard_paths
 from genre.config import TrialConfig
 
 if TYPE_CHECKING:
@@ -29,13 +32,13 @@ if TYPE_CHECKING:
 
     from genre.windows import Batch, Windows
 
-# The datasets a trial hands its workers: the whole train, val and test splits, and, when the train
-# split streams, a copy of it for Ray Data to split across the workers.
-TRAIN, TRAIN_EVAL, VAL, TEST = "train", "train_eval", "val", "test"
-SCORED_SPLITS = {TRAIN_EVAL: "train", VAL: "val", TEST: "test"}
+TRAIN, VAL, TEST = "train", "val", "test"
+# The splits a trial's best epoch is scored on, in the results table's order.
+SCORED_SPLITS = (TRAIN, VAL, TEST)
+# The Ray Dataset a streamed train split reaches the workers as.
+STREAMED_TRAIN = "train"
 # Bytes per float16 value on the wire and in memory; a label is an int64.
 MEL_BYTES, LABEL_BYTES = 2, 8
-READ_BATCH = 1024
 
 
 def shard_mib(features: dict[str, Any], train_segments: int, world_size: int) -> float:
@@ -49,53 +52,44 @@ def held_in_memory(shard_size_mib: float, budget_mib: int) -> bool:
     return shard_size_mib <= budget_mib
 
 
-def open_datasets(data: str | Path) -> dict[str, ray.data.Dataset]:
-    """The train, val and test splits as Ray Datasets, read once and held in Ray's object store.
-
-    The float16 log-mels of a GTZAN-sized dataset are ~350 MB: one read serves all epochs of all
-    trials (Ray spills to disk what memory cannot hold).
-    """
+def open_datasets(data: str | Path, train_held: bool) -> dict[str, ray.data.Dataset]:
+    """The Ray Datasets a sweep's trials share: none when every worker holds the train split;
+    else the train split, read once into Ray's object store for every trial and epoch (Ray spills
+    to disk what memory cannot hold)."""
+    if train_held:
+        return {}
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    # Batches in file order: with the seeded shuffle, the same seed gives the same metrics.
+    # Batches in file order: with the seeded shuffle buffer, the same seed gives the same metrics.
     context.execution_options.preserve_order = True
-    manifest = read_manifest(data)
-    columns = ["mel", "label", "track_id"]
-    return {
-        name: ray.data.read_parquet(shard_paths(data, manifest, split), columns=columns).materialize()
-        for name, split in SCORED_SPLITS.items()
-    }
+    files = shard_paths(data, read_manifest(data), TRAIN)
+    return {STREAMED_TRAIN: ray.data.read_parquet(files, columns=["mel", "label"]).materialize()}
 
 
 def trial_datasets(
-    datasets: dict[str, ray.data.Dataset], held: bool
+    datasets: dict[str, ray.data.Dataset],
 ) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig]:
-    """What a trial's trainer gets: every split whole, for each worker to read; and when the train
-    split streams, a copy of it that Ray Data splits across the workers (a held one is read whole
-    and each worker keeps its share: no split coordinator)."""
-    if held:
-        return dict(datasets), ray.train.DataConfig(datasets_to_split=[])
-    streamed = datasets[TRAIN_EVAL].select_columns(["mel", "label"])
-    return {TRAIN: streamed, **datasets}, ray.train.DataConfig(datasets_to_split=[TRAIN])
+    """What a trial's trainer gets: the streamed train split, for Ray Data to split across the
+    workers, or nothing (the workers read held splits themselves)."""
+    return dict(datasets), ray.train.DataConfig(datasets_to_split=list(datasets))
 
 
-def read_windows(name: str, device: torch.device, with_tracks: bool = False) -> Windows:
-    """This worker's copy of dataset `name`, whole and in file order, as tensors on `device`."""
+def read_windows(data: str | Path, split: str, device: torch.device, with_tracks: bool = False) -> Windows:
+    """One split of the dataset in DATA, whole and ordered by track and segment, as tensors on `device`."""
     import torch
 
     from genre.windows import Windows
 
-    mels, labels, tracks = [], [], []
-    dataset = ray.train.get_dataset_shard(name)
-    for batch in dataset.iter_batches(batch_size=READ_BATCH, batch_format="numpy"):
-        mels.append(torch.tensor(batch["mel"]))  # a copy: arrays from Arrow are read-only
-        labels.append(torch.from_numpy(batch["label"]).long())
-        if with_tracks:
-            tracks.extend(str(track) for track in batch["track_id"])
-    if not mels:
+    columns = ["mel", "label", *(["track_id"] if with_tracks else [])]
+    table = read_split(data, split, columns=columns)
+    if table.num_rows == 0:
         empty = torch.empty(0, device=device)
         return Windows(empty.half(), empty.long())
-    return Windows(torch.cat(mels).to(device), torch.cat(labels).to(device), tuple(tracks))
+    # Copies: arrays from Arrow are read-only.
+    mels = torch.tensor(read_mels(table)).to(device)
+    labels = torch.tensor(table.column("label").to_numpy()).long().to(device)
+    tracks = tuple(table.column("track_id").to_pylist()) if with_tracks else ()
+    return Windows(mels, labels, tracks)
 
 
 class TrainBatches:
@@ -114,7 +108,7 @@ class TrainBatches:
 
         if self.held is not None:
             return self.held.shuffled(self.config.batch_size, self.config.seed, epoch)
-        return ray.train.get_dataset_shard(TRAIN).iter_torch_batches(
+        return ray.train.get_dataset_shard(STREAMED_TRAIN).iter_torch_batches(
             batch_size=self.config.batch_size,
             local_shuffle_buffer_size=self.config.shuffle_buffer,
             local_shuffle_seed=epoch_order_seed(self.config.seed, epoch),

@@ -97,6 +97,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     held = _train_held(config.train, manifest, plan.num_workers, progress)
     setup = TrialSetup(
         train=config.train,
+        data=str(Path(config.data).resolve()),
         features=manifest["features"],
         labels=manifest["labels"],
         storage=storage.location,
@@ -111,9 +112,10 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         pretrained=_decide_pretrained(config, progress),
         faults=dict(config.faults),
     )
-    progress("reading the dataset once for every trial and epoch (Ray Data)")
+    if not held:
+        progress("reading the train split once for every trial and epoch (Ray Data)")
     trainable = tune.with_resources(
-        tune.with_parameters(genre_trial, setup=setup, datasets=open_datasets(config.data)),
+        tune.with_parameters(genre_trial, setup=setup, datasets=open_datasets(config.data, held)),
         {"cpu": DRIVER_CPUS},
     )
     tuner = _tuner(config, trainable, plan, storage, progress)

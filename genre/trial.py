@@ -35,6 +35,8 @@ class TrialSetup:
     """What every trial of a sweep shares; a trial adds its model and sampled values."""
 
     train: TrainConfig
+    # The prepared dataset, as every node sees it (the driver checks that they do).
+    data: str
     features: dict[str, Any]
     labels: dict[str, str]
     storage: str
@@ -84,12 +86,13 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, 
     os.environ.setdefault(REPORT_POLL_VARIABLE, str(REPORT_POLL_S))
     use_gpu = setup.gpus_per_worker > 0
     per_worker = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if use_gpu else {})}
-    worker_datasets, data_config = trial_datasets(datasets, setup.train_held)
+    worker_datasets, data_config = trial_datasets(datasets)
     trainer_class, backend = _data_parallel(setup.num_workers)
     trainer = trainer_class(
         train_worker,
         train_loop_config={
             "trial": config.to_dict(),
+            "data": setup.data,
             "features": setup.features,
             "labels": setup.labels,
             "train_held": setup.train_held,

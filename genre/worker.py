@@ -20,7 +20,7 @@ from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import grad_scaler, resolve_amp
 from genre.checkpoints import save_best
 from genre.config import TrialConfig
-from genre.datasets import SCORED_SPLITS, TEST, TRAIN_EVAL, VAL, TrainBatches, read_windows
+from genre.datasets import SCORED_SPLITS, TEST, TRAIN, VAL, TrainBatches, read_windows
 from genre.faults import Fault
 from genre.fit import Report, Training, TrialState, Weights, fit, score, seed_everything
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
@@ -57,9 +57,14 @@ def run_worker(loop_config: dict[str, Any]) -> None:
 
     # Rank 0 scores: it holds the val and test windows, and the whole train split for its final score.
     scores_here = rank == 0
-    held = {name: read_windows(name, device, with_tracks=True) for name in (VAL, TEST)} if scores_here else {}
+    data = loop_config["data"]
+    held = (
+        {split: read_windows(data, split, device, with_tracks=True) for split in (VAL, TEST)}
+        if scores_here
+        else {}
+    )
     whole_train = (
-        read_windows(TRAIN_EVAL, device, with_tracks=scores_here) if loop_config["train_held"] else None
+        read_windows(data, TRAIN, device, with_tracks=scores_here) if loop_config["train_held"] else None
     )
     batches = TrainBatches(config, device, whole_train)
     fault = Fault.parse(config.fault) if config.fault else None
@@ -86,10 +91,10 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             metrics=state.best_metrics,
         )
         if whole_train is None:
-            whole_train = read_windows(TRAIN_EVAL, device, with_tracks=True)
-        held[TRAIN_EVAL] = whole_train
-        for name, split in SCORED_SPLITS.items():
-            final.update(score(training.plain_model, held[name], split, device, amp))
+            whole_train = read_windows(data, TRAIN, device, with_tracks=True)
+        held[TRAIN] = whole_train
+        for split in SCORED_SPLITS:
+            final.update(score(training.plain_model, held[split], split, device, amp))
         folder.write_history(state.history)
     ray.train.report(
         {

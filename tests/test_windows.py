@@ -4,7 +4,7 @@ import torch
 
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import read_mels, read_split
-from genre.datasets import shard_mib
+from genre.datasets import read_windows, shard_mib
 from genre.windows import Windows
 
 
@@ -45,3 +45,13 @@ def test_the_size_estimate_is_what_the_train_split_takes_in_memory(prepared):
 def test_an_empty_shard_gives_no_batches():
     empty = torch.empty(0)
     assert list(Windows(empty.half(), empty.long()).shuffled(16, seed=0, epoch=0)) == []
+
+
+def test_a_worker_reads_a_split_whole_from_the_shards_with_its_tracks(prepared):
+    expected = read_split(prepared.out, "val")
+    windows = read_windows(prepared.out, "val", torch.device("cpu"), with_tracks=True)
+    assert windows.mels.dtype == torch.float16 and windows.mels.shape == read_mels(expected).shape
+    assert torch.equal(windows.mels, torch.tensor(read_mels(expected)))
+    assert windows.labels.tolist() == expected.column("label").to_pylist()
+    assert list(windows.track_ids) == expected.column("track_id").to_pylist()
+    assert read_windows(prepared.out, "val", torch.device("cpu")).track_ids == ()  # only when scored
