@@ -11,7 +11,7 @@
 - shared: the six bare loops at once, one process each, timed over the same window of wall time:
   without NVIDIA MPS, then with it when `nvidia-cuda-mps-control` is on the machine.
 
-Writes WORK/gpu_sweep.json after every part (a killed run keeps what it finished) and prints a table.
+Writes gpu_sweep.json (in WORK or --report-dir) after every part (a killed run keeps what it finished) and prints a table.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("work", type=Path)
     parser.add_argument("--parts", default="sweep,bare,shared")
+    parser.add_argument("--report-dir", type=Path, help="gpu_sweep.json and the logs (default: WORK)")
     parser.add_argument("--batch-sizes", default="128,16")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--models", default=",".join(MODELS))
@@ -55,15 +56,17 @@ def main() -> None:
         )
         return
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    report_file = args.work / "gpu_sweep.json"
+    report_dir = args.report_dir or args.work
+    for folder in (args.work, report_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    report_file = report_dir / "gpu_sweep.json"
     report: dict[str, Any] = json.loads(report_file.read_text()) if report_file.exists() else {}
     report["machine"] = machine()
     for part in args.parts.split(","):
         for batch in batch_sizes:
             key = f"{part}_b{batch}"
             if part == "sweep":
-                report[key] = run_sweep(args.data, args.work, models, batch, args.epochs)
+                report[key] = run_sweep(args.data, args.work, report_dir, models, batch, args.epochs)
             elif part == "bare":
                 report[key] = bare_loops(args.data, models, batch, args.bare_steps)
             elif part == "shared":
@@ -84,7 +87,9 @@ def machine() -> dict[str, Any]:
 # --- the sweep, as a user runs it ---------------------------------------------------------------
 
 
-def run_sweep(data: Path, work: Path, models: tuple[str, ...], batch: int, epochs: int) -> dict[str, Any]:
+def run_sweep(
+    data: Path, work: Path, logs: Path, models: tuple[str, ...], batch: int, epochs: int
+) -> dict[str, Any]:
     import pandas as pd
 
     out = work / f"sweep-b{batch}"
@@ -94,8 +99,8 @@ def run_sweep(data: Path, work: Path, models: tuple[str, ...], batch: int, epoch
     if batch == 128:
         options += ["--lr", str(BATCH_128_LR)]
     command = [sys.executable, "-m", "genre.cli", "sweep", *options]
-    log = work / f"sweep-b{batch}.log"
-    with GpuSampler(work / f"nvidia-smi-b{batch}.csv") as gpu, log.open("w") as written:
+    log = logs / f"sweep-b{batch}.log"
+    with GpuSampler(logs / f"nvidia-smi-b{batch}.csv") as gpu, log.open("w") as written:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = []
