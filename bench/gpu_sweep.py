@@ -11,7 +11,8 @@
 - shared: the six bare loops at once, one process each, timed over the same window of wall time:
   without NVIDIA MPS, then with it when `nvidia-cuda-mps-control` is on the machine.
 
-Writes gpu_sweep.json (in WORK or --report-dir) after every part (a killed run keeps what it finished) and prints a table.
+Writes gpu_sweep.json (in WORK or --report-dir) after every part (a killed run keeps what it
+finished) and prints it.
 """
 
 from __future__ import annotations
