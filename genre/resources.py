@@ -8,7 +8,8 @@ workers wait for data that cannot be read, and on a small machine the sweep hang
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from data_pipeline.errors import UserInputError
 
@@ -16,6 +17,23 @@ DRIVER_CPUS = 0.01
 DATA_CPUS = 1.0
 # Ray schedules fractional resources in steps of 1e-4; two decimals keep the numbers readable.
 GRANULARITY = 0.01
+
+
+class ClusterTooSmall(UserInputError):
+    """What the trials ask for is more than the cluster has now (a cluster that grows may get it)."""
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of node that a cluster's autoscaler can add (genre.node_types reads them)."""
+
+    name: str
+    cpus: float
+    gpus: float
+    max_workers: int
+
+    def describe(self) -> str:
+        return f"{self.name!r} nodes ({self.cpus:g} CPU, {self.gpus:g} GPU; up to {self.max_workers})"
 
 
 @dataclass(frozen=True)
@@ -82,12 +100,12 @@ def plan_resources(
         raise UserInputError("--max-concurrent must be at least 1")
     usable = cluster_cpus - DATA_CPUS
     if usable < DRIVER_CPUS + GRANULARITY:
-        raise UserInputError(
+        raise ClusterTooSmall(
             f"Ray has {cluster_cpus:g} CPU(s); a sweep needs at least 2: one for Ray Data's reads, "
             "one for training"
         )
     if gpus_per_trial > cluster_gpus:
-        raise UserInputError(
+        raise ClusterTooSmall(
             f"--gpus-per-trial {gpus_per_trial:g} asks for more GPUs than Ray has ({cluster_gpus:g}); "
             "pass --gpus-per-trial 0 to train on CPU, or connect to a GPU cluster with --address"
         )
@@ -100,7 +118,7 @@ def plan_resources(
         cpus_per_trial = max(per_trial, GRANULARITY * num_workers)
     needed = DRIVER_CPUS + cpus_per_trial
     if needed > usable + 1e-9:
-        raise UserInputError(
+        raise ClusterTooSmall(
             f"one trial needs {needed:g} CPUs (a {DRIVER_CPUS:g} driver + {cpus_per_trial:g} for its "
             f"workers) but only {usable:g} of Ray's {cluster_cpus:g} are free after keeping "
             f"{DATA_CPUS:g} for Ray Data; lower --cpus-per-trial"
@@ -112,14 +130,14 @@ def plan_resources(
     worker_cap = _floor(node_cpus - DRIVER_CPUS - (DATA_CPUS if node_cpus >= cluster_cpus else 0.0))
     if cpus_per_worker > worker_cap + 1e-9:
         if explicit_cpus:
-            raise UserInputError(
+            raise ClusterTooSmall(
                 f"each worker would need {cpus_per_worker:g} CPUs but the largest node has {node_cpus:g}; "
                 "lower --cpus-per-trial or raise --num-workers"
             )
         cpus_per_worker = max(worker_cap, GRANULARITY)
     node_gpus = cluster_gpus if largest_node_gpus is None else largest_node_gpus
     if gpus_per_worker > node_gpus + 1e-9:
-        raise UserInputError(
+        raise ClusterTooSmall(
             f"each worker would need {gpus_per_worker:g} GPUs but the largest node has {node_gpus:g}; "
             "raise --num-workers to spread a trial over several GPUs"
         )
@@ -146,7 +164,7 @@ def _auto_gpus(
     if num_workers > 1:
         # NCCL refuses two ranks on one GPU: each worker takes a whole one.
         if cluster_gpus < num_workers:
-            raise UserInputError(
+            raise ClusterTooSmall(
                 f"--num-workers {num_workers} needs a whole GPU per worker, and Ray has {cluster_gpus:g} "
                 "GPU(s): lower --num-workers, or pass --gpus-per-trial 0 to train on CPU"
             )
@@ -163,3 +181,78 @@ def _auto_gpus(
 
 def _floor(value: float) -> float:
     return math.floor(value / GRANULARITY + 1e-9) * GRANULARITY
+
+
+def plan_cluster(
+    *, node_types: tuple[NodeType, ...] | None, node_types_source: str = "", **request: Any
+) -> ResourcePlan:
+    """Plan for a cluster that may grow (one reached by address), as `plan_resources` takes it.
+
+    What it has now, when that holds the trials (and holds a GPU, if the trials want one and a node
+    type has one). Else one node of the type its autoscaler can add (`node_types`), the trials
+    waiting in Tune's queue while the autoscaler starts it: only what no node type could hold is
+    refused. Else, the nodes it may add unknown (None), each trial's own request, waiting for a node
+    that holds it. `node_types_source` says where the node types were looked for (for the notes).
+    """
+    gpu_types = [t for t in node_types or () if t.gpus > 0]
+    wants_gpu_node = request.get("gpus_per_trial") is None and request["cluster_gpus"] <= 0 and gpu_types
+    if not wants_gpu_node:
+        try:
+            return plan_resources(**request)
+        except ClusterTooSmall as refusal:
+            if node_types is None:
+                return _waiting_plan(request, refusal, node_types_source)
+            if not node_types:
+                raise
+    return _node_type_plan(request, node_types or (), node_types_source)
+
+
+def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], source: str) -> ResourcePlan:
+    """Trials packed as on one node of the type they need (a trial of several GPU workers: as many
+    nodes as it takes), as many at once as the type's nodes hold."""
+    gpus = request.get("gpus_per_trial")
+    wants_gpu = gpus is None or gpus > 0
+    wanted = [t for t in node_types if t.gpus > 0] if wants_gpu else list(node_types)
+    if not wanted:
+        kinds = ", ".join(t.describe() for t in node_types)
+        raise UserInputError(
+            f"--gpus-per-trial {gpus:g} asks for GPUs, and Ray has none now and adds only {kinds}; "
+            "pass --gpus-per-trial 0 to train on CPU"
+        )
+    # GPU trials on the nodes with the most GPUs; CPU trials on those with the most CPUs.
+    node = max(wanted, key=lambda t: (t.gpus, t.cpus) if wants_gpu else (t.cpus, -t.gpus))
+    workers = request.get("num_workers", 1)
+    per_trial = math.ceil(workers / node.gpus - 1e-9) if wants_gpu and workers > 1 else 1
+    unit = {"cluster_cpus": node.cpus * per_trial, "cluster_gpus": node.gpus * per_trial}
+    unit.update(largest_node_cpus=node.cpus, largest_node_gpus=node.gpus)
+    try:
+        plan = plan_resources(**{**request, **unit})
+    except UserInputError as error:
+        where = f"on the {node.describe()}, the largest this cluster adds"
+        raise UserInputError(f"{error} ({where})") from None
+    trials, limit = request["num_trials"], request.get("max_concurrent") or request["num_trials"]
+    units = max(node.max_workers // per_trial, 1)
+    concurrent = max(1, min(trials, limit, plan.max_concurrent * units))
+    why = (
+        f"the cluster has {request['cluster_cpus']:g} CPU(s) and {request['cluster_gpus']:g} GPU(s) now; "
+        f"planned for its {node.describe()}, from {source}: the trials wait while its autoscaler adds them"
+    )
+    return replace(plan, max_concurrent=concurrent, notes=(why, *plan.notes))
+
+
+def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, source: str) -> ResourcePlan:
+    """Each trial's own request (a whole CPU, no GPU unless asked), planned on a node that holds one
+    trial; every trial waits in Tune's queue for a node that holds it."""
+    cpus = request.get("cpus_per_trial") or float(request.get("num_workers", 1))
+    gpus = request.get("gpus_per_trial") or 0.0
+    one_trial = {**request, "cpus_per_trial": cpus, "gpus_per_trial": gpus, "num_trials": 1}
+    one_trial.update(max_concurrent=None, largest_node_cpus=None, largest_node_gpus=None)
+    one_trial.update(cluster_cpus=DATA_CPUS + DRIVER_CPUS + cpus, cluster_gpus=gpus)
+    plan = plan_resources(**one_trial)
+    trials = request["num_trials"]
+    why = (
+        f"the cluster cannot hold a trial now ({refusal}), and genre cannot see which nodes it may add "
+        f"({source}): each trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, "
+        "--gpus-per-trial) and waits for a node that holds it"
+    )
+    return replace(plan, max_concurrent=min(trials, request.get("max_concurrent") or trials), notes=(why,))

@@ -29,8 +29,9 @@ from genre.config import BEST_BY, TrainConfig
 from genre.datasets import held_in_memory, open_datasets, shard_mib
 from genre.live_view import LiveView
 from genre.models import get_spec, resolve_weights
+from genre.node_types import scalable_node_types
 from genre.plots import write_plots
-from genre.resources import DRIVER_CPUS, ResourcePlan, plan_resources
+from genre.resources import DRIVER_CPUS, ResourcePlan, plan_cluster, plan_resources
 from genre.results import collect, trial_dirname, write_results
 from genre.results_text import render_table
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
@@ -143,10 +144,11 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
 
 
 def _plan(config: SweepConfig) -> ResourcePlan:
-    """The trials' resources, from what Ray has (genre.resources decides)."""
+    """The trials' resources, from what Ray has (genre.resources decides); a cluster reached by
+    address may also grow, with the nodes its autoscaler can add (genre.node_types reads them)."""
     resources = ray.cluster_resources()
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    return plan_resources(
+    request = dict(
         cluster_cpus=resources.get("CPU", 0.0),
         cluster_gpus=resources.get("GPU", 0.0),
         num_trials=len(config.models) * config.num_samples,
@@ -157,6 +159,10 @@ def _plan(config: SweepConfig) -> ResourcePlan:
         largest_node_cpus=max((node.get("CPU", 0.0) for node in nodes), default=None),
         largest_node_gpus=max((node.get("GPU", 0.0) for node in nodes), default=None),
     )
+    if requested_cluster(config.address) is None:
+        return plan_resources(**request)  # genre's own Ray: this machine, and nothing more
+    node_types, source = scalable_node_types()
+    return plan_cluster(node_types=node_types, node_types_source=source, **request)
 
 
 def _train_held(train: TrainConfig, manifest: dict[str, Any], num_workers: int, progress: Progress) -> bool:

@@ -226,3 +226,39 @@ def test_a_run_folder_every_node_sees_runs_the_sweep_across_the_nodes(two_nodes_
     assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
     table = pd.read_parquet(out / "results.parquet")
     assert table.loc[0, "status"] == "completed", table.loc[0, "error"]
+
+
+def test_a_sweep_on_a_head_without_cpus_waits_for_a_node_and_then_runs(tiny_dataset, tmp_path):
+    # The shipped clusters start so: a 0-CPU head, workers added later (by an autoscaler, or by hand).
+    temp = short_temp_dir()
+    gcs = f"{routable_address()}:{free_port()}"
+    env = ray_environment(**{RAY_CLUSTER_MODE_VARIABLE: "1", "RAY_ADDRESS": gcs})
+    head = [RAY_CLI, "start", "--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=0",
+            f"--temp-dir={temp}", f"--dashboard-port={free_port()}", *node_ports()]  # fmt: skip
+    out = tmp_path / "run"
+    sweep = None
+    try:
+        subprocess.run(head, env=env, capture_output=True, check=True, timeout=180)
+        command = [sys.executable, "-m", "genre.cli", "sweep", str(tiny_dataset), str(out), "--address", gcs,
+                   "--models", "cnn3", "--epochs", "1", "--pretrained", "no"]  # fmt: skip
+        sweep = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        lines = []
+        for line in sweep.stdout:
+            lines.append(line)
+            if line.startswith("sweep: "):
+                break
+        assert any("waits for a node that holds it" in line for line in lines), lines
+        time.sleep(5)
+        assert sweep.poll() is None  # waiting, not refused
+        worker = [RAY_CLI, "start", f"--address={gcs}", "--num-cpus=2", *node_ports()]
+        subprocess.run(worker, env=env, capture_output=True, check=True, timeout=180)
+        rest, _ = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, "".join(lines) + rest[-3000:]
+        assert pd.read_parquet(out / "results.parquet").loc[0, "status"] == "completed"
+    finally:
+        if sweep is not None and sweep.poll() is None:
+            sweep.kill()
+        kill_nodes(temp)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from data_pipeline.errors import UserInputError
-from genre.resources import DATA_CPUS, DRIVER_CPUS, plan_resources
+from genre.resources import DATA_CPUS, DRIVER_CPUS, NodeType, plan_cluster, plan_resources
 
 
 def test_six_trials_share_two_cores_and_leave_one_for_ray_data():
@@ -96,3 +96,61 @@ def test_several_workers_without_a_whole_gpu_each_are_refused_with_the_reason():
         plan_resources(cluster_cpus=16, cluster_gpus=1, num_trials=6, num_workers=2)
     with pytest.raises(UserInputError, match="two workers of a trial on one GPU, which NCCL refuses"):
         plan_resources(cluster_cpus=16, cluster_gpus=4, num_trials=6, num_workers=2, gpus_per_trial=1)
+
+
+GPU_NODES = NodeType("gpu", cpus=8, gpus=1, max_workers=4)
+CPU_NODES = NodeType("cpu", cpus=16, gpus=0, max_workers=2)
+
+
+def test_a_growing_cluster_with_room_now_is_planned_as_it_is():
+    now = dict(cluster_cpus=16, cluster_gpus=1, num_trials=6)
+    assert plan_cluster(node_types=(GPU_NODES,), **now) == plan_resources(**now)
+
+
+def test_an_empty_head_with_gpu_nodes_to_add_plans_six_trials_on_one_gpu_node():
+    plan = plan_cluster(node_types=(CPU_NODES, GPU_NODES), cluster_cpus=0, cluster_gpus=0, num_trials=6)
+    assert plan.gpus_per_worker == pytest.approx(0.16) and plan.max_concurrent == 6
+    assert 6 * (plan.cpus_per_trial + DRIVER_CPUS) <= GPU_NODES.cpus - DATA_CPUS + 1e-9
+    assert "planned for its 'gpu' nodes (8 CPU, 1 GPU; up to 4)" in plan.notes[0]
+
+
+def test_cpu_trials_on_a_growing_cluster_go_to_the_nodes_with_most_cpus():
+    plan = plan_cluster(
+        node_types=(GPU_NODES, CPU_NODES), cluster_cpus=0, cluster_gpus=0, num_trials=6, gpus_per_trial=0
+    )
+    assert plan.gpus_per_worker == 0 and "'cpu' nodes" in plan.notes[0]
+    assert plan.cpus_per_trial == pytest.approx(2.49)
+
+
+def test_cpus_but_no_gpu_now_still_waits_for_a_gpu_node_when_one_can_be_added():
+    plan = plan_cluster(node_types=(GPU_NODES,), cluster_cpus=4, cluster_gpus=0, num_trials=6)
+    assert plan.gpus_per_worker > 0 and "wait while its autoscaler adds them" in plan.notes[0]
+
+
+def test_several_gpu_workers_span_several_one_gpu_nodes():
+    plan = plan_cluster(node_types=(GPU_NODES,), cluster_cpus=0, cluster_gpus=0, num_trials=4, num_workers=2)
+    assert plan.gpus_per_worker == 1 and plan.max_concurrent == 2  # 4 nodes, 2 per trial
+
+
+def test_only_what_no_node_type_could_hold_is_refused_on_a_growing_cluster():
+    with pytest.raises(UserInputError, match=r"one trial needs 12.01 CPUs.*on the 'gpu' nodes"):
+        plan_cluster(node_types=(GPU_NODES,), cluster_cpus=0, cluster_gpus=0, num_trials=1, cpus_per_trial=12)
+    with pytest.raises(UserInputError, match=r"asks for GPUs.*adds only 'cpu' nodes"):
+        plan_cluster(node_types=(CPU_NODES,), cluster_cpus=0, cluster_gpus=0, num_trials=1, gpus_per_trial=1)
+
+
+def test_a_cluster_whose_nodes_cannot_be_known_waits_with_each_trials_own_request():
+    plan = plan_cluster(node_types=None, node_types_source="no autoscaler configuration found",
+                        cluster_cpus=0, cluster_gpus=0, num_trials=6)  # fmt: skip
+    assert (plan.cpus_per_trial, plan.gpus_per_worker, plan.max_concurrent) == (1, 0, 6)
+    assert "cannot see which nodes it may add (no autoscaler configuration found)" in plan.notes[0]
+    asked = plan_cluster(node_types=None, cluster_cpus=0, cluster_gpus=0, num_trials=6, gpus_per_trial=0.5)
+    assert asked.gpus_per_worker == 0.5 and asked.max_concurrent == 6
+
+
+def test_bad_flags_are_refused_on_a_growing_cluster_too():
+    with pytest.raises(UserInputError, match="--max-concurrent must be at least 1"):
+        plan_cluster(node_types=None, cluster_cpus=0, cluster_gpus=0, num_trials=6, max_concurrent=0)
+    with pytest.raises(UserInputError, match="NCCL refuses"):
+        plan_cluster(node_types=None, cluster_cpus=0, cluster_gpus=0, num_trials=1, num_workers=2,
+                     gpus_per_trial=1)  # fmt: skip
