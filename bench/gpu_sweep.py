@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from timed_sweep import timed_sweep
+
 MODELS = ("cnn3", "cnn4", "cnn4_gru", "efficientnet_b0", "efficientnet_b0_gru", "vgg11")
 BATCH_128_LR = 5e-4
 WARMUP_STEPS = 10
@@ -99,25 +101,14 @@ def run_sweep(
                "--batch-size", str(batch), "--pretrained", "no"]  # fmt: skip
     if batch == 128:
         options += ["--lr", str(BATCH_128_LR)]
-    command = [sys.executable, "-m", "genre.cli", "sweep", *options]
-    log = logs / f"sweep-b{batch}.log"
-    with GpuSampler(logs / f"nvidia-smi-b{batch}.csv") as gpu, log.open("w") as written:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = []
-        for line in process.stdout:
-            stamp = time.perf_counter() - started
-            lines.append((stamp, line.rstrip()))
-            written.write(f"{stamp:8.2f} {line}")
-            written.flush()
-        process.wait()
-        wall = time.perf_counter() - started
+    with GpuSampler(logs / f"nvidia-smi-b{batch}.csv") as gpu:
+        sweep = timed_sweep(options, logs / f"sweep-b{batch}.log")
     result: dict[str, Any] = {
         "command": " ".join(["genre sweep", *options]),
-        "exit": process.returncode,
-        "wall_s": round(wall, 1),
+        "exit": sweep.exit_code,
+        "wall_s": round(sweep.wall_s, 1),
+        **sweep.phases(),
     }
-    result.update(phases(lines))
     result["gpu"] = gpu.summary()
     if (out / "results.parquet").exists():
         table = pd.read_parquet(out / "results.parquet")
@@ -132,27 +123,6 @@ def run_sweep(
             for _, row in table.iterrows()
         }
     return result
-
-
-def phases(lines: list[tuple[float, str]]) -> dict[str, float]:
-    """When the sweep's output said what: the plan, each trial's start, its first epoch, the end."""
-    found: dict[str, float] = {}
-    starts = [t for t, line in lines if ") started" in line]
-    firsts = [t for t, line in lines if " epoch 1/" in line]
-    finished = [t for t, line in lines if ") finished" in line]
-    plan = [t for t, line in lines if line.startswith("sweep: ")]
-    table = [t for t, line in lines if line.startswith("model ")]
-    if plan:
-        found["to_plan_s"] = plan[0]
-    if starts:
-        found["first_trial_start_s"], found["last_trial_start_s"] = starts[0], starts[-1]
-    if firsts:
-        found["first_epoch_1_s"] = firsts[0]
-    if finished:
-        found["last_trial_finished_s"] = finished[-1]
-    if table:
-        found["table_printed_s"] = table[0]
-    return {key: round(value, 1) for key, value in found.items()}
 
 
 class GpuSampler:

@@ -53,6 +53,9 @@ HISTORY_COLUMNS = [
     *[c for c in metric_columns(("val",))],
     "best_epoch",
     "epoch_time_s",
+    "train_s",
+    "validate_s",
+    "report_s",
 ]
 
 
