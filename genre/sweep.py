@@ -27,6 +27,7 @@ from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import check_shards
 from genre.config import BEST_BY, TrainConfig
 from genre.datasets import held_in_memory, open_datasets, shard_mib
+from genre.gpu_sharing import sharing_note
 from genre.live_view import LiveView
 from genre.models import get_spec, resolve_weights
 from genre.node_types import scalable_node_types
@@ -42,6 +43,7 @@ from genre.sweep_record import new_record, resumed_record, write_sweep_record
 from genre.trial import TrialSetup, genre_trial, ray_filesystem, ray_storage
 
 Progress = Callable[[str], None]
+EXPERIMENT_STATE_EVERY_S = 2
 
 
 @dataclass
@@ -90,7 +92,8 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     connect_ray(config.address, dashboard=config.scheduler == "asha", worker_logs=False)
     check_shared(config.data, storage.storage, progress)
     plan = _plan(config)
-    for note in plan.notes:
+    sharing = sharing_note(plan, local=requested_cluster(config.address) is None)
+    for note in (*plan.notes, *([sharing] if sharing else [])):
         progress(f"note: {note}")
     trials = len(config.models) * config.num_samples
     progress(f"sweep: {trials} trial(s) of {', '.join(config.models)}; {plan.describe()}")
@@ -123,6 +126,9 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune saves which trials have finished (for --resume) at most every 10 s by default: a trial
+    # that finished less than that before a kill was trained again by --resume. The file is small.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_EVERY_S))
     # Ctrl-C stops the sweep at once, as a kill would: Tune's own handler would instead wind the
     # trials down and return them as if the sweep had ended. Its state is saved as it goes, for --resume.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")

@@ -17,10 +17,10 @@ import ray.data
 import ray.train
 from ray import tune
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
 from genre.datasets import trial_datasets
+from genre.report_relay import QueueReports, relay_reports
 from genre.run_folder import RunStorage
 from genre.storage import Storage, open_storage
 
@@ -88,31 +88,35 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, 
     per_worker = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if use_gpu else {})}
     worker_datasets, data_config = trial_datasets(datasets)
     trainer_class, backend = _data_parallel(setup.num_workers)
-    trainer = trainer_class(
-        train_worker,
-        train_loop_config={
-            "trial": config.to_dict(),
-            "data": setup.data,
-            "features": setup.features,
-            "labels": setup.labels,
-            "train_held": setup.train_held,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=setup.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker
-        ),
-        run_config=ray.train.RunConfig(
-            # Named from the trial id, never a timestamp: a relaunched trial finds its own run.
-            name=f"train-{trial_id}",
-            **ray_storage(setup.run_storage.train_runs),
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
-        ),
-        datasets=worker_datasets,
-        dataset_config=data_config,
-        **backend,
-    )
-    trainer.fit()
+
+    def run(reports: QueueReports) -> None:
+        trainer = trainer_class(
+            train_worker,
+            train_loop_config={
+                "trial": config.to_dict(),
+                "data": setup.data,
+                "features": setup.features,
+                "labels": setup.labels,
+                "train_held": setup.train_held,
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=setup.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker
+            ),
+            run_config=ray.train.RunConfig(
+                # Named from the trial id, never a timestamp: a relaunched trial finds its own run.
+                name=f"train-{trial_id}",
+                **ray_storage(setup.run_storage.train_runs),
+                callbacks=[reports],
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+                failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
+            ),
+            datasets=worker_datasets,
+            dataset_config=data_config,
+            **backend,
+        )
+        trainer.fit()
+
+    relay_reports(run)
 
 
 def _data_parallel(num_workers: int) -> tuple[type[DataParallelTrainer], dict[str, Any]]:

@@ -3,6 +3,7 @@
 import pytest
 
 from data_pipeline.errors import UserInputError
+from genre.gpu_sharing import MPS_PIPE_VARIABLE, sharing_note
 from genre.resources import DATA_CPUS, DRIVER_CPUS, NodeType, plan_cluster, plan_resources
 
 
@@ -154,3 +155,14 @@ def test_bad_flags_are_refused_on_a_growing_cluster_too():
     with pytest.raises(UserInputError, match="NCCL refuses"):
         plan_cluster(node_types=None, cluster_cpus=0, cluster_gpus=0, num_trials=1, num_workers=2,
                      gpus_per_trial=1)  # fmt: skip
+
+
+def test_trials_sharing_a_gpu_are_said_to_take_turns_unless_mps_runs(tmp_path):
+    shared = plan_resources(cluster_cpus=16, cluster_gpus=1, num_trials=6)
+    no_mps = {MPS_PIPE_VARIABLE: str(tmp_path)}
+    assert "6 trials per GPU take turns" in sharing_note(shared, local=True, environ=no_mps)
+    (tmp_path / "control").touch()  # the MPS control daemon's pipe
+    assert "side by side through NVIDIA MPS" in sharing_note(shared, local=True, environ=no_mps)
+    assert "unless it was started there" in sharing_note(shared, local=False, environ=no_mps)
+    whole = plan_resources(cluster_cpus=16, cluster_gpus=8, num_trials=6, gpus_per_trial=1)
+    assert sharing_note(whole, local=True) is None
