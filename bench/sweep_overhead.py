@@ -22,16 +22,11 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 from timed_sweep import timed_sweep
-
-from data_pipeline.shards import read_mels, read_split
-from genre.inference import as_model_input
-from genre.models import create_model, get_spec
+from train_overhead import bare_loop
 
 
 def one_trial(data: Path, model: str, epochs: int, batch: int) -> dict:
@@ -72,31 +67,6 @@ def one_trial(data: Path, model: str, epochs: int, batch: int) -> dict:
     }
 
 
-def bare_loop(data: Path, model_name: str, epochs: int, batch: int, threads: int) -> float:
-    """Samples/s of a plain loop over the same windows, held in memory, with the trial's threads."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    table = read_split(data, "train", columns=["mel", "label"])
-    mels = torch.tensor(read_mels(table))
-    labels = torch.tensor(table.column("label").to_pylist())
-    model = create_model(model_name, num_classes=int(labels.max()) + 1).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=get_spec(model_name).lr)
-    seconds, samples = 0.0, 0
-    for _ in range(epochs):
-        order = torch.randperm(len(labels))
-        started = time.perf_counter()
-        for start in range(0, len(order), batch):
-            index = order[start : start + batch]
-            inputs = as_model_input(mels[index], torch.device("cpu"))
-            loss = torch.nn.functional.cross_entropy(model(inputs), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            samples += len(index)
-        seconds += time.perf_counter() - started
-    return samples / seconds
-
-
 def six_starts(data: Path) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         sweep = timed_sweep([str(data), str(Path(folder) / "run"), "--epochs", "1", "--pretrained", "no"])
@@ -120,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "model": args.model}
     report["sweep"] = one_trial(args.data, args.model, args.epochs, args.batch_size)
-    bare = bare_loop(args.data, args.model, args.epochs, args.batch_size, report["sweep"]["threads"])
+    bare = bare_loop(args.data, args.model, args.epochs, args.batch_size, report["sweep"]["threads"], seed=0)
     report["bare_samples_per_s"] = round(bare, 1)
     report["trial_over_bare"] = round(report["sweep"]["trial_samples_per_s"] / bare, 3)
     if args.six:
