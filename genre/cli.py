@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if requested_cluster(getattr(args, "address", None)) is None:
         # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only.
         keep_local_ray_on_loopback()
+    # A caller's own Ray (a notebook, the tests' session) is left running; the command's is stopped.
+    ray_was_running = _ray_running()
     try:
         return args.handler(args)
     except UserInputError as error:
@@ -39,7 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genre {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        _stop_ray()
+        if not ray_was_running:
+            _stop_ray()
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _stop_ray() -> None:
@@ -48,11 +56,10 @@ def _stop_ray() -> None:
     Left to its exit hook, Ray's teardown can race the interpreter's own and crash (seen: a
     segmentation fault after Ctrl-C while Ray was starting), and first sleeps half a second.
     """
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if not _ray_running():
         return
     with contextlib.suppress(KeyboardInterrupt):
-        ray.shutdown()
+        sys.modules["ray"].shutdown()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray.data
 import ray.train
+import ray.util
 
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import read_mels, read_split, shard_paths
@@ -81,7 +82,14 @@ def read_windows(data: str | Path, split: str, device: torch.device, with_tracks
     from genre.windows import Windows
 
     columns = ["mel", "label", *(["track_id"] if with_tracks else [])]
-    table = read_split(data, split, columns=columns)
+    try:
+        table = read_split(data, split, columns=columns)
+    except FileNotFoundError as error:
+        # A node the autoscaler added after the sweep's check of every node, without DATA's mount.
+        raise FileNotFoundError(
+            f"node {ray.util.get_node_ip_address()} cannot read {error.filename or data}: DATA must be on "
+            "storage that every node mounts at the same path"
+        ) from None
     if table.num_rows == 0:
         empty = torch.empty(0, device=device)
         return Windows(empty.half(), empty.long())

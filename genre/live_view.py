@@ -6,23 +6,41 @@ import time
 
 from ray.tune import Callback
 
+# A trial that has reported no epoch this long is said to be waiting, and again as long again after.
+WAITING_NOTICE_S = 180.0
+
 
 class LiveView(Callback):
-    """Prints trial starts, each epoch's validation accuracy, completions and errors."""
+    """Prints trial starts, each epoch's validation accuracy, completions and errors, and trials
+    that have reported nothing for long (their workers wait for a node that can hold them)."""
 
     def __init__(self) -> None:
         # No printer held here: Tune pickles its callbacks with the experiment state.
         self.started = time.perf_counter()
+        self.silent_since: dict[str, float] = {}
 
     def __setstate__(self, state: dict) -> None:
         # Restored by --resume in another process: its clock starts now (perf_counter's origin differs).
         self.__dict__.update(state)
         self.started = time.perf_counter()
+        self.silent_since = {}
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.silent_since[trial.trial_id] = time.perf_counter()
         self._line(trials, f"{_name(trial)} started")
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.perf_counter()
+        for trial in trials:
+            since = self.silent_since.get(trial.trial_id)
+            if since is not None and trial.status == "RUNNING" and now - since >= WAITING_NOTICE_S:
+                minutes = (now - since) / 60
+                self._line(trials, f"{_name(trial)} has reported nothing for {minutes:.0f} min: its workers "
+                           "wait for a node that can hold them, or its first epoch is long")  # fmt: skip
+                self.silent_since[trial.trial_id] = now
+
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.silent_since.pop(trial.trial_id, None)
         if result.get("final"):
             segment = result.get("test_segment_accuracy", float("nan"))
             track = result.get("test_track_accuracy", float("nan"))

@@ -56,10 +56,15 @@ def node_types_from_config(config: dict[str, Any]) -> tuple[NodeType, ...]:
 
 
 def kuberay_autoscaling_config(ray_cluster: dict[str, Any]) -> dict[str, Any]:
-    """A RayCluster resource as KubeRay's autoscaler sees it (its groups as node types)."""
+    """A RayCluster resource as KubeRay's autoscaler sees it (its groups as node types); one
+    without KubeRay's autoscaler adds no node (its worker groups are as the resource says)."""
+    # A private module of Ray's (pinned at 2.58): check it when Ray is upgraded.
     from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
-    return _derive_autoscaling_config_from_ray_cr(ray_cluster)
+    config = _derive_autoscaling_config_from_ray_cr(ray_cluster)
+    if not ray_cluster["spec"].get("enableInTreeAutoscaling", False):
+        config["available_node_types"] = {}
+    return config
 
 
 def _kuberay_config(cluster: str) -> dict[str, Any]:

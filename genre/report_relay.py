@@ -23,7 +23,8 @@ from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Empty, Queue
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"
-WAIT_S = 0.1
+# A wait returns as soon as a report arrives: this only bounds how late the run's end is noticed.
+WAIT_S = 0.5
 
 
 class QueueReports(UserCallback):
@@ -56,6 +57,8 @@ def relay_reports(run: Callable[[QueueReports], None]) -> None:
 
     runner = threading.Thread(target=run_and_keep_failure, name="genre-train-run", daemon=True)
     runner.start()
+    # If Tune ends this trial (ASHA stops it), tune.report raises here and Tune ends the actor, and
+    # with it the run's thread and Ray Train's controller.
     while runner.is_alive():
         with contextlib.suppress(Empty):
             tune.report(queue.get(timeout=WAIT_S))

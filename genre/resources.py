@@ -1,8 +1,9 @@
 """How many trials fit at once, and what each asks for: driver, Train workers, and Ray Data together.
 
 A trial is a Tune driver (it only coordinates: a token CPU share) plus its Train workers. One whole
-CPU always stays unreserved for Ray Data's read tasks (they ask for 1 CPU each); without it the
-workers wait for data that cannot be read, and on a small machine the sweep hangs.
+CPU always stays unreserved for Ray Data's read tasks (they ask for 1 CPU each), which stream a
+train split too big to hold; without it the workers wait for data that cannot be read, and on a
+small machine the sweep hangs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 from data_pipeline.errors import UserInputError
 
 DRIVER_CPUS = 0.01
+# Trials that share one GPU when the autoscaler adds GPU nodes for them: about what a GPU holds of
+# the launch-bound models at the study's batch 16 (bench/README.md, the GPU plan).
+TRIALS_PER_GPU = 6
 DATA_CPUS = 1.0
 # Ray schedules fractional resources in steps of 1e-4; two decimals keep the numbers readable.
 GRANULARITY = 0.01
@@ -168,13 +172,11 @@ def _auto_gpus(
                 f"--num-workers {num_workers} needs a whole GPU per worker, and Ray has {cluster_gpus:g} "
                 "GPU(s): lower --num-workers, or pass --gpus-per-trial 0 to train on CPU"
             )
-        return float(
-            num_workers
-        ), f"GPUs: one whole GPU per worker ({num_workers} per trial; Ray has {cluster_gpus:g})"
+        return float(num_workers), f"GPUs: one whole GPU per worker ({num_workers} per trial)"
     together = min(num_trials, max_concurrent or num_trials)
     share = min(1.0, _floor(cluster_gpus / together)) or GRANULARITY
     return share, (
-        f"GPUs: {share:g} per trial, so that {together} trial(s) share Ray's {cluster_gpus:g} GPU(s) "
+        f"GPUs: {share:g} per trial, so that {together} trial(s) share {cluster_gpus:g} GPU(s) "
         "(--gpus-per-trial 0 trains on CPU)"
     )
 
@@ -208,36 +210,53 @@ def plan_cluster(
 
 
 def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], source: str) -> ResourcePlan:
-    """Trials packed as on one node of the type they need (a trial of several GPU workers: as many
-    nodes as it takes), as many at once as the type's nodes hold."""
+    """Trials planned as on the nodes of the type they need, as many nodes as the trials fill at
+    TRIALS_PER_GPU per GPU (or a trial of several GPU workers needs), the autoscaler's most at most."""
     gpus = request.get("gpus_per_trial")
-    wants_gpu = gpus is None or gpus > 0
-    wanted = [t for t in node_types if t.gpus > 0] if wants_gpu else list(node_types)
-    if not wanted:
+    gpu_types = [t for t in node_types if t.gpus > 0]
+    wants_gpu = bool(gpu_types) if gpus is None else gpus > 0
+    notes: tuple[str, ...] = ()
+    if wants_gpu and not gpu_types:
         kinds = ", ".join(t.describe() for t in node_types)
         raise UserInputError(
             f"--gpus-per-trial {gpus:g} asks for GPUs, and Ray has none now and adds only {kinds}; "
             "pass --gpus-per-trial 0 to train on CPU"
         )
+    if gpus is None and not wants_gpu:
+        request = {**request, "gpus_per_trial": 0.0}
+        notes = (
+            "GPUs: none now, and none of the node types the cluster adds has one: the trials train on CPU",
+        )
     # GPU trials on the nodes with the most GPUs; CPU trials on those with the most CPUs.
-    node = max(wanted, key=lambda t: (t.gpus, t.cpus) if wants_gpu else (t.cpus, -t.gpus))
-    workers = request.get("num_workers", 1)
+    node = max(
+        gpu_types if wants_gpu else node_types,
+        key=lambda t: (t.gpus, t.cpus) if wants_gpu else (t.cpus, -t.gpus),
+    )
+    trials, workers = request["num_trials"], request.get("num_workers", 1)
     per_trial = math.ceil(workers / node.gpus - 1e-9) if wants_gpu and workers > 1 else 1
-    unit = {"cluster_cpus": node.cpus * per_trial, "cluster_gpus": node.gpus * per_trial}
+    if per_trial > node.max_workers:
+        raise UserInputError(
+            f"a trial of {workers} workers with a whole GPU each needs {per_trial} of the "
+            f"{node.describe()}: more than the cluster adds; lower --num-workers"
+        )
+    nodes = per_trial
+    if wants_gpu and gpus is None and workers == 1:
+        nodes = min(node.max_workers, max(1, math.ceil(trials / (TRIALS_PER_GPU * node.gpus))))
+    unit = {"cluster_cpus": node.cpus * nodes, "cluster_gpus": node.gpus * nodes}
     unit.update(largest_node_cpus=node.cpus, largest_node_gpus=node.gpus)
     try:
         plan = plan_resources(**{**request, **unit})
     except UserInputError as error:
         where = f"on the {node.describe()}, the largest this cluster adds"
         raise UserInputError(f"{error} ({where})") from None
-    trials, limit = request["num_trials"], request.get("max_concurrent") or request["num_trials"]
-    units = max(node.max_workers // per_trial, 1)
-    concurrent = max(1, min(trials, limit, plan.max_concurrent * units))
+    limit = request.get("max_concurrent") or trials
+    concurrent = max(1, min(trials, limit, plan.max_concurrent * max(node.max_workers // nodes, 1)))
     why = (
         f"the cluster has {request['cluster_cpus']:g} CPU(s) and {request['cluster_gpus']:g} GPU(s) now; "
-        f"planned for its {node.describe()}, from {source}: the trials wait while its autoscaler adds them"
+        f"planned for {nodes} of its {node.describe()}, from {source}: the trials wait while its "
+        "autoscaler adds them"
     )
-    return replace(plan, max_concurrent=concurrent, notes=(why, *plan.notes))
+    return replace(plan, max_concurrent=concurrent, notes=(why, *notes, *plan.notes))
 
 
 def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, source: str) -> ResourcePlan:

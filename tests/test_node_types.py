@@ -37,3 +37,10 @@ def test_an_unreadable_launcher_config_leaves_the_node_types_unknown_with_the_re
     monkeypatch.setenv("HOME", str(tmp_path))
     node_types, source = scalable_node_types()
     assert node_types is None and "could not be read" in source
+
+
+def test_a_kuberay_cluster_without_its_autoscaler_adds_no_node():
+    cluster = next(yaml.safe_load_all((REPO / "cluster" / "kuberay" / "raycluster.yaml").read_text()))
+    cluster["metadata"]["namespace"] = "default"
+    cluster["spec"]["enableInTreeAutoscaling"] = False
+    assert node_types_from_config(kuberay_autoscaling_config(cluster)) == ()

@@ -112,7 +112,7 @@ def test_an_empty_head_with_gpu_nodes_to_add_plans_six_trials_on_one_gpu_node():
     plan = plan_cluster(node_types=(CPU_NODES, GPU_NODES), cluster_cpus=0, cluster_gpus=0, num_trials=6)
     assert plan.gpus_per_worker == pytest.approx(0.16) and plan.max_concurrent == 6
     assert 6 * (plan.cpus_per_trial + DRIVER_CPUS) <= GPU_NODES.cpus - DATA_CPUS + 1e-9
-    assert "planned for its 'gpu' nodes (8 CPU, 1 GPU; up to 4)" in plan.notes[0]
+    assert "planned for 1 of its 'gpu' nodes (8 CPU, 1 GPU; up to 4)" in plan.notes[0]
 
 
 def test_cpu_trials_on_a_growing_cluster_go_to_the_nodes_with_most_cpus():
@@ -166,3 +166,20 @@ def test_trials_sharing_a_gpu_are_said_to_take_turns_unless_mps_runs(tmp_path):
     assert "unless it was started there" in sharing_note(shared, local=False, environ=no_mps)
     whole = plan_resources(cluster_cpus=16, cluster_gpus=8, num_trials=6, gpus_per_trial=1)
     assert sharing_note(whole, local=True) is None
+
+
+def test_with_no_gpu_flag_and_only_cpu_nodes_to_add_the_trials_wait_for_cpu_nodes():
+    plan = plan_cluster(node_types=(CPU_NODES,), cluster_cpus=0, cluster_gpus=0, num_trials=6)
+    assert plan.gpus_per_worker == 0 and any("train on CPU" in note for note in plan.notes)
+
+
+def test_many_trials_spread_over_as_many_gpu_nodes_as_they_fill_six_to_a_gpu():
+    plan = plan_cluster(node_types=(GPU_NODES,), cluster_cpus=0, cluster_gpus=0, num_trials=24)
+    assert plan.gpus_per_worker == pytest.approx(0.16) and plan.max_concurrent == 24
+    assert "planned for 4 of its 'gpu' nodes" in plan.notes[0]
+
+
+def test_a_trial_needing_more_nodes_than_the_autoscaler_adds_is_refused():
+    one_node = NodeType("gpu", cpus=8, gpus=1, max_workers=1)
+    with pytest.raises(UserInputError, match="needs 2 of the 'gpu' nodes"):
+        plan_cluster(node_types=(one_node,), cluster_cpus=0, cluster_gpus=0, num_trials=1, num_workers=2)

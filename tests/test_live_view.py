@@ -1,0 +1,23 @@
+"""The sweep's live view: a trial that reports nothing for long is said to be waiting, once a while."""
+
+from types import SimpleNamespace
+
+from genre import live_view
+from genre.live_view import LiveView
+
+
+def trial(status: str = "RUNNING") -> SimpleNamespace:
+    return SimpleNamespace(trial_id="t1", status=status, config={"model": "cnn3", "epochs": 2})
+
+
+def test_a_trial_silent_for_long_is_said_to_wait_and_not_once_it_reports(capsys, monkeypatch):
+    view, waiting = LiveView(), trial()
+    view.on_trial_start(0, [waiting], waiting)
+    view.on_step_end(0, [waiting])
+    assert "reported nothing" not in capsys.readouterr().out  # not yet long
+    monkeypatch.setattr(live_view, "WAITING_NOTICE_S", 0.0)
+    view.on_step_end(1, [waiting])
+    assert "cnn3 (t1) has reported nothing for 0 min: its workers wait for a node" in capsys.readouterr().out
+    view.on_trial_result(2, [waiting], waiting, {"epoch": 0, "train_loss": 1.0})
+    view.on_step_end(3, [waiting])
+    assert "reported nothing" not in capsys.readouterr().out
