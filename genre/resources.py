@@ -186,7 +186,18 @@ def _floor(value: float) -> float:
 
 
 def plan_cluster(
-    *, node_types: tuple[NodeType, ...] | None, node_types_source: str = "", **request: Any
+    *,
+    node_types: tuple[NodeType, ...] | None,
+    node_types_source: str = "",
+    cluster_cpus: float,
+    cluster_gpus: float,
+    num_trials: int,
+    num_workers: int = 1,
+    cpus_per_trial: float | None = None,
+    gpus_per_trial: float | None = None,
+    max_concurrent: int | None = None,
+    largest_node_cpus: float | None = None,
+    largest_node_gpus: float | None = None,
 ) -> ResourcePlan:
     """Plan for a cluster that may grow (one reached by address), as `plan_resources` takes it.
 
@@ -196,8 +207,19 @@ def plan_cluster(
     refused. Else, the nodes it may add unknown (None), each trial's own request, waiting for a node
     that holds it. `node_types_source` says where the node types were looked for (for the notes).
     """
+    request: dict[str, Any] = dict(
+        cluster_cpus=cluster_cpus,
+        cluster_gpus=cluster_gpus,
+        num_trials=num_trials,
+        num_workers=num_workers,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_concurrent=max_concurrent,
+        largest_node_cpus=largest_node_cpus,
+        largest_node_gpus=largest_node_gpus,
+    )
     gpu_types = [t for t in node_types or () if t.gpus > 0]
-    wants_gpu_node = request.get("gpus_per_trial") is None and request["cluster_gpus"] <= 0 and gpu_types
+    wants_gpu_node = gpus_per_trial is None and cluster_gpus <= 0 and gpu_types
     if not wants_gpu_node:
         try:
             return plan_resources(**request)
