@@ -3,8 +3,8 @@
 Ray's `TuneReportCallback` does the same job, but the Tune trial's main thread forwards each report
 into a one-slot queue that the trial's function thread also writes to when it returns: when a run's
 last report and its end come close together, the main thread waits on a slot that nobody will
-empty, and the trial hangs forever (seen with Ray 2.58 once the controller polls every 0.1 s, in
-about one six-model sweep in three). Here the controller puts each report on a Ray queue, and the
+empty, and the trial hangs forever (seen with Ray 2.58 once the controller polls every 0.1 s: a
+six-model sweep of the test suite hung so). Here the controller puts each report on a Ray queue, and the
 trial's function thread, the only writer Tune expects, passes them to `tune.report` one by one
 while the run goes on in a thread of its own, then every one left once it has ended.
 """
