@@ -5,10 +5,10 @@ whole every epoch: streaming from Ray Data costs on every batch (Arrow blocks to
 shuffle buffer), more than one GPU needs to train the small CNNs (bench/README.md). A held split is
 read by the worker itself, straight from the dataset's Parquet shards (the 70-clip sample's 8 MiB
 in 0.1 s), where handing it over through Ray Data cost the sweep a materialisation of every split
-before the first trial (2.7 s on 2 cores). A train
-share too big to hold streams every epoch from a Ray Dataset that the driver reads once and Ray Data
-splits across the workers. The worker that scores (rank 0) holds the val and test windows for the
-whole run, so an epoch's validation reads nothing.
+before the first trial (2.7 s on 2 cores). A train share too big to hold streams every epoch from
+a Ray Dataset that the driver reads once and Ray Data splits across the workers. The worker that
+scores (rank 0) holds the val and test windows for the whole run, so an epoch's validation reads
+nothing.
 
 The trial's actor and Ray Train's controller import this module too: torch is imported only where a
 worker reads (each of those processes would otherwise spend seconds importing it).
@@ -76,7 +76,7 @@ def trial_datasets(
 
 
 def read_windows(data: str | Path, split: str, device: torch.device, with_tracks: bool = False) -> Windows:
-    """One split of the dataset in DATA, whole and ordered by track and segment, as tensors on `device`."""
+    """One split of the dataset in DATA, whole and in its shards' order, as tensors on `device`."""
     import torch
 
     from genre.windows import Windows

@@ -12,15 +12,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from genre.metric_names import LEVELS, metric_columns
-
-__all__ = [
-    "classification_metrics",
-    "level_metrics",
-    "metric_columns",
-    "split_metrics",
-    "track_probabilities",
-]
+from genre.metric_names import LEVELS
 
 
 def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -282,8 +282,8 @@ def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], s
 
 
 def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, source: str) -> ResourcePlan:
-    """Each trial's own request (a whole CPU, no GPU unless asked), planned on a node that holds one
-    trial; every trial waits in Tune's queue for a node that holds it."""
+    """Each trial's own request (a CPU per worker, no GPU unless asked), planned on a node that holds
+    one trial; every trial waits in Tune's queue for a node that holds it."""
     cpus = request.get("cpus_per_trial") or float(request.get("num_workers", 1))
     gpus = request.get("gpus_per_trial") or 0.0
     one_trial = {**request, "cpus_per_trial": cpus, "gpus_per_trial": gpus, "num_trials": 1}

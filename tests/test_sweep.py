@@ -18,7 +18,8 @@ from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.config import TrainConfig
 from genre.datasets import STREAMED_TRAIN, open_datasets
 from genre.inference import segment_probabilities
-from genre.metrics import metric_columns, split_metrics
+from genre.metric_names import metric_columns
+from genre.metrics import split_metrics
 from genre.sweep import SweepConfig, run_sweep
 from tests.conftest import SIX, quiet
 from tests.ray_nodes import LOOPBACK
