@@ -14,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
+from genre.amp import resolve_amp
 from genre.config import TrialConfig
-from genre.inference import segment_probabilities
-from genre.models import create_model
+from genre.inference import resolve_device, segment_probabilities, window_batch
+from genre.models import create_model, get_spec
 from genre.storage import open_storage
 
 CHECKPOINT_FORMAT = "genre-checkpoint"
 CHECKPOINT_VERSION = 1
-# Windows per forward pass: a 2-minute file is 40 windows; memory stays small on any device.
-WINDOW_BATCH = 64
 
 
 def save_best(
@@ -106,7 +106,8 @@ def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
 
 @dataclass
 class LoadedModel:
-    """A checkpoint's model in eval mode, with the labels and features it was trained on."""
+    """A checkpoint's model in eval mode on its device, with the labels and features it was trained on,
+    the mixed precision its training used on such a device, and the windows it takes per forward pass."""
 
     name: str
     model: nn.Module
@@ -114,16 +115,34 @@ class LoadedModel:
     features: FeatureConfig
     checkpoint: str
     device: torch.device
+    amp: str
+    batch_size: int
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    def load(
+        cls, checkpoint: str | Path, device: str | torch.device = "cpu", batch_size: int | None = None
+    ) -> LoadedModel:
+        """`device` is cpu, cuda, cuda:N or auto; `batch_size` None takes the device's default."""
+        device = resolve_device(device)
         payload = load_checkpoint(checkpoint)
         labels = [payload["labels"][str(i)] for i in range(len(payload["labels"]))]
-        device = torch.device(device)
         model = model_from_checkpoint(payload).to(device)
         features = FeatureConfig.from_dict(payload["features"])
-        return cls(payload["model"], model, labels, features, str(checkpoint), device)
+        # The trial's --amp settled for this device as its workers settled it: GPU scores then match
+        # the sweep's on a GPU, CPU scores the sweep's on a CPU.
+        amp = resolve_amp(payload["config"].get("amp", "auto"), get_spec(payload["model"]).amp, device)
+        return cls(
+            payload["model"],
+            model,
+            labels,
+            features,
+            str(checkpoint),
+            device,
+            amp,
+            window_batch(device, batch_size),
+        )
 
-    def probabilities(self, mels: torch.Tensor) -> torch.Tensor:
-        """[windows, classes] for [windows, n_mels, frames] log-mels."""
-        return segment_probabilities(self.model, torch.split(mels, WINDOW_BATCH), self.device)
+    def probabilities(self, mels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[windows, classes] on the CPU for [windows, n_mels, frames] log-mels, a batch at a time."""
+        batches = (mels[start : start + self.batch_size] for start in range(0, len(mels), self.batch_size))
+        return segment_probabilities(self.model, batches, self.device, self.amp)

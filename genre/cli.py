@@ -173,8 +173,18 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "(each a Ray Train run) and write results.{parquet,csv,md}, history.parquet, plots/ and the "
         "best checkpoint of each trial into OUT.",
     )
-    parser.add_argument("data", type=Path, metavar="DATA", help="a folder written by `genre prepare`")
-    parser.add_argument("out", type=Path, metavar="OUT")
+    # Optional here only so that --config may name them; one of the two must.
+    parser.add_argument(
+        "data", type=Path, nargs="?", metavar="DATA", help="a folder written by `genre prepare`"
+    )
+    parser.add_argument("out", type=Path, nargs="?", metavar="OUT")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"a YAML file of these options (`epochs: 30`, `models: [cnn4, vgg11]`, `data:`, `out:`); "
+        f"the command line overrides it. Every sweep writes its own as OUT/{SWEEP_FILE}",
+    )
     parser.add_argument("--models", help="comma-separated names (default: all six; see `genre models`)")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {defaults.epochs})")
     parser.add_argument("--batch-size", type=int, help=f"batch size (default {defaults.batch_size})")
@@ -240,8 +250,19 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help="run state and checkpoints: a path (NFS on a cluster) or s3://, gs:// (default: OUT)",
     )
     parser.add_argument("--address", help=ADDRESS_HELP)
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial's metrics to this MLflow tracking URI (a server, or file:///path); "
+        "needs pip install 'genre[mlflow]'",
+    )
+    parser.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="log every trial's metrics to this Weights & Biases project; needs pip install 'genre[wandb]'",
+    )
     parser.add_argument("--inject-fault", default="", help=argparse.SUPPRESS)
-    parser.set_defaults(handler=_run_sweep)
+    parser.set_defaults(handler=_run_sweep, sweep_parser=parser)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -249,6 +270,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from data_pipeline.ray_connect import check_answers
     from genre.faults import parse_faults
 
+    if args.config is not None:
+        args = _with_config_file(args)
+    if args.data is None or args.out is None:
+        raise UserInputError("give DATA and OUT, on the command line or as data: and out: in --config")
     # A cluster that does not answer is told before the sweep's modules load (seconds of torch and Tune).
     if (cluster := requested_cluster(args.address)) is not None:
         check_answers(cluster)
@@ -282,6 +307,32 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(f"TensorBoard: tensorboard --logdir {result.storage.experiment}")
     failed = (result.table["status"] == "error").sum()
     return 1 if failed == len(result.table) else 0
+
+
+def _with_config_file(args: argparse.Namespace) -> argparse.Namespace:
+    """The command line's arguments over those of its --config file.
+
+    The file's options are turned into arguments for the same parser, so that a value is checked
+    (its type, its choices) exactly as on the command line.
+    """
+    from genre.sweep_file import as_arguments, read_options_file
+    from genre.sweep_record import flag
+
+    options = read_options_file(args.config)
+    parser = args.sweep_parser
+
+    def refuse(message: str) -> None:
+        raise UserInputError(f"--config {str(args.config)!r}: {message}")
+
+    parser.error = refuse  # an instance attribute, shadowing argparse's print-and-exit for this parse
+    try:
+        from_file = parser.parse_args(as_arguments(options, {name: flag(name) for name in options}))
+    finally:
+        del parser.error
+    if args.out is None and "data" in options and "out" not in options:
+        args.data, args.out = None, args.data  # `genre sweep --config FILE OUT`: the file names DATA
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    return argparse.Namespace(**{**vars(from_file), **given})
 
 
 def _sweep_options_given(args: argparse.Namespace) -> dict[str, Any]:
@@ -389,6 +440,12 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
         "--model", help="use this model's best trial (default: the run's best by val accuracy)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="windows per forward pass (default: 256 on a GPU, 32 on a CPU)"
+    )
     parser.set_defaults(handler=_run_predict)
 
 
@@ -398,20 +455,19 @@ def _run_predict(args: argparse.Namespace) -> int:
     from genre.predict import Predictor
     from genre.run_folder import RunFolder
 
-    predictor = Predictor(RunFolder(args.run).best_checkpoint(args.model))
+    predictor = Predictor(RunFolder(args.run).best_checkpoint(args.model), args.device, args.batch_size)
     if not args.json:
-        print(f"model: {predictor.model_name} ({predictor.checkpoint})")
+        print(f"model: {predictor.model_name} ({predictor.checkpoint}) on {predictor.loaded.device}")
     predicted = 0
-    for path in args.audio:
-        prediction = predictor.predict_file(path)
+    for prediction in predictor.predict_files(args.audio):
         predicted += not prediction.error
         if args.json:
             print(json.dumps({**prediction.to_dict(), "model": predictor.model_name}))
         elif prediction.error:
-            print(f"{path}: error: {prediction.error}", file=sys.stderr)
+            print(f"{prediction.path}: error: {prediction.error}", file=sys.stderr)
         else:
             top = ", ".join(f"{genre} {probability:.2f}" for genre, probability in prediction.top)
-            print(f"{path}: {top}")
+            print(f"{prediction.path}: {top}")
     if predicted == 0:
         print("genre predict: error: no file could be predicted", file=sys.stderr)
         return 1
@@ -430,6 +486,12 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="evaluate this model's best trial")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--out", type=Path, help="report folder (default: RUN/evaluation/<model>)")
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="windows per forward pass (default: 256 on a GPU, 32 on a CPU)"
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -439,7 +501,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     checkpoint = RunFolder(args.run).best_checkpoint(args.model)
     out = args.out or args.run / "evaluation" / checkpoint_folder_name(checkpoint)
-    result = evaluate(args.data, checkpoint, out, args.split)
+    result = evaluate(args.data, checkpoint, out, args.split, args.device, args.batch_size)
     print(render_evaluation(result))
     print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")
     return 0

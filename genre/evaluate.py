@@ -35,11 +35,20 @@ class Evaluation:
     files: dict[str, Path]
 
 
-def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: str = "test") -> Evaluation:
-    """Score `checkpoint` on `data`'s `split`; write metrics.json, per_genre.csv, confusion_*.csv/.png."""
+def evaluate(
+    data: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    split: str = "test",
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+) -> Evaluation:
+    """Score `checkpoint` on `data`'s `split`; write metrics.json, per_genre.csv, confusion_*.csv/.png.
+
+    `device`: cpu, cuda, cuda:N or auto; `batch_size`: windows per forward pass (None: by device)."""
     manifest = read_manifest(data)
     check_shards(data, manifest)
-    loaded = LoadedModel.load(checkpoint)
+    loaded = LoadedModel.load(checkpoint, device, batch_size)
     if FeatureConfig.from_dict(manifest["features"]) != loaded.features:
         raise UserInputError(
             f"the dataset's features ({_shape(manifest['features'])}) are not the ones the model was trained "
@@ -53,7 +62,8 @@ def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: s
     table = read_split(data, split, columns=["track_id", "label", "mel"])
     if table.num_rows == 0:
         raise UserInputError(f"the dataset's {split} split is empty")
-    probabilities = loaded.probabilities(torch.tensor(read_mels(table)))
+    # The split's float16 windows stay on the host; only one batch at a time goes to the device.
+    probabilities = loaded.probabilities(read_mels(table))
     targets = torch.tensor(table.column("label").to_pylist())
     track_probs, track_targets, _ = track_probabilities(probabilities, targets, table["track_id"].to_pylist())
     scores = level_metrics(split, (probabilities, targets), (track_probs, track_targets))
@@ -83,6 +93,8 @@ def evaluate(data: str | Path, checkpoint: str | Path, out: str | Path, split: s
         "checkpoint": str(checkpoint),
         "data": str(data),
         "split": split,
+        "device": str(loaded.device),
+        "amp": loaded.amp,
         **scores,
     }
     files["metrics"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

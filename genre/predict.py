@@ -1,8 +1,17 @@
-"""`genre predict`: the genre of audio files, with the features and model of a sweep's checkpoint."""
+"""`genre predict`: the genre of audio files, with the features and model of a sweep's checkpoint.
+
+Files are decoded and cut into log-mel windows by a few threads (libsndfile, torchaudio and torch's
+STFT release the GIL) while the model runs; the windows of many files share each forward pass, and
+each file's probabilities are the mean of its own windows'.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +22,21 @@ from data_pipeline.features import LogMelExtractor
 from genre.checkpoints import LoadedModel
 
 TOP_K = 3
+# Decoding threads: a few keep a GPU fed; more would only take cores from the CPU model.
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+# Files decoded ahead of the model, per thread: bounds the memory that waiting windows hold.
+FILES_AHEAD_PER_THREAD = 4
 
 
 @dataclass
 class Prediction:
-    """One file's outcome: its top genres, or why it could not be predicted."""
+    """One file's outcome: its top genres and every genre's probability, or why it has none."""
 
     path: str
     top: list[tuple[str, float]]
     segments: int = 0
     error: str = ""
+    probabilities: torch.Tensor | None = None  # [classes], the mean over the file's windows
 
     def to_dict(self) -> dict[str, Any]:
         if self.error:
@@ -36,11 +50,37 @@ class Prediction:
         }
 
 
+@dataclass
+class _Decoded:
+    """A file's log-mel windows [windows, n_mels, frames] float16, or why it has none."""
+
+    path: str
+    mels: torch.Tensor | None = None
+    error: str = ""
+
+
+@dataclass
+class _Pending:
+    """A file between decoding and its prediction: its windows' probabilities as batches return them."""
+
+    path: str
+    error: str
+    segments: int
+    waiting: int  # windows not yet through the model
+    parts: list[torch.Tensor] = field(default_factory=list)
+
+
 class Predictor:
     """A checkpoint's model with its own feature transform: never re-typed parameters."""
 
-    def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu") -> None:
-        self.loaded = LoadedModel.load(checkpoint, device)
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str | torch.device = "cpu",
+        batch_size: int | None = None,
+    ) -> None:
+        """`device`: cpu, cuda, cuda:N or auto; `batch_size`: windows per forward pass (None: by device)."""
+        self.loaded = LoadedModel.load(checkpoint, device, batch_size)
         self.features = self.loaded.features
         self.extractor = LogMelExtractor(self.features)
 
@@ -52,31 +92,95 @@ class Predictor:
     def checkpoint(self) -> str:
         return self.loaded.checkpoint
 
+    def predict_files(self, paths: Iterable[str | Path]) -> Iterator[Prediction]:
+        """One Prediction per path, in their order, each as soon as it and those before it are done."""
+        pending: deque[_Pending] = deque()  # in input order, until their prediction is given
+        queued: deque[tuple[_Pending, torch.Tensor]] = deque()  # windows not yet through the model
+        batch, windows = self.loaded.batch_size, 0
+        for decoded in self._decode(paths):
+            count = 0 if decoded.mels is None else len(decoded.mels)
+            pending.append(_Pending(decoded.path, decoded.error, count, count))
+            if count:
+                queued.append((pending[-1], decoded.mels))
+                windows += count
+            while windows >= batch:
+                windows -= self._run_batch(queued, batch)
+            yield from self._finished(pending)
+        while queued:
+            self._run_batch(queued, batch)
+        yield from self._finished(pending)
+
     def predict_file(self, path: str | Path) -> Prediction:
         """Every window of the file through the model; the file's probabilities are their mean."""
-        try:
-            waveform, _, _ = load_mono(path, self.features.sample_rate)
-        except AudioDecodeError as error:
-            return Prediction(str(path), [], error=str(error))
-        mels = self._features(waveform)
-        if len(mels) == 0:
-            seconds = waveform.numel() / self.features.sample_rate
-            return Prediction(
-                str(path),
-                [],
-                error=f"shorter than one {self.features.segment_seconds:g} s window ({seconds:.2f} s)",
-            )
-        probabilities = self.loaded.probabilities(mels).mean(dim=0)
-        labels = self.loaded.labels
-        values, indices = probabilities.topk(min(TOP_K, len(labels)))
-        top = [(labels[i], round(float(v), 4)) for v, i in zip(values, indices, strict=True)]
-        return Prediction(str(path), top, segments=len(mels))
+        return next(self.predict_files([path]))
 
     def file_probabilities(self, path: str | Path) -> torch.Tensor:
         """[segments, classes] for one file (for evaluation and tests)."""
         waveform, _, _ = load_mono(path, self.features.sample_rate)
         return self.loaded.probabilities(self._features(waveform))
 
+    def _decode(self, paths: Iterable[str | Path]) -> Iterator[_Decoded]:
+        """Each file's windows, in order, decoded by DECODE_THREADS threads a few files ahead."""
+        pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="genre-decode")
+        ahead: deque[Future[_Decoded]] = deque()
+        try:
+            for path in paths:
+                ahead.append(pool.submit(self._decode_file, path))
+                if len(ahead) >= DECODE_THREADS * FILES_AHEAD_PER_THREAD:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            # Stopped early (an error, Ctrl-C, a consumer that left): files not yet started never are.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _decode_file(self, path: str | Path) -> _Decoded:
+        try:
+            waveform, _, _ = load_mono(path, self.features.sample_rate)
+        except AudioDecodeError as error:
+            return _Decoded(str(path), error=str(error))
+        mels = self._features(waveform)
+        if len(mels) == 0:
+            seconds = waveform.numel() / self.features.sample_rate
+            return _Decoded(
+                str(path),
+                error=f"shorter than one {self.features.segment_seconds:g} s window ({seconds:.2f} s)",
+            )
+        return _Decoded(str(path), mels)
+
     def _features(self, waveform: torch.Tensor) -> torch.Tensor:
         # Rounded to float16 as `prepare` stores them: the model sees exactly what it trained on.
         return self.extractor(waveform).half()
+
+    def _run_batch(self, queued: deque[tuple[_Pending, torch.Tensor]], size: int) -> int:
+        """Up to `size` windows from the front of `queued` through the model as one batch; how many."""
+        owners: list[_Pending] = []
+        pieces: list[torch.Tensor] = []
+        room = size
+        while queued and room:
+            owner, mels = queued.popleft()
+            piece, rest = mels[:room], mels[room:]
+            if len(rest):
+                queued.appendleft((owner, rest))
+            owners.append(owner)
+            pieces.append(piece)
+            room -= len(piece)
+        probabilities = self.loaded.probabilities(torch.cat(pieces))
+        for owner, part in zip(owners, probabilities.split([len(p) for p in pieces]), strict=True):
+            owner.parts.append(part)
+            owner.waiting -= len(part)
+        return size - room
+
+    def _finished(self, pending: deque[_Pending]) -> Iterator[Prediction]:
+        """The predictions of the files at the front whose windows are all through the model."""
+        while pending and pending[0].waiting == 0:
+            yield self._prediction(pending.popleft())
+
+    def _prediction(self, file: _Pending) -> Prediction:
+        if file.error:
+            return Prediction(file.path, [], error=file.error)
+        probabilities = torch.cat(file.parts).mean(dim=0)
+        labels = self.loaded.labels
+        values, indices = probabilities.topk(min(TOP_K, len(labels)))
+        top = [(labels[i], round(float(v), 4)) for v, i in zip(values, indices, strict=True)]
+        return Prediction(file.path, top, segments=file.segments, probabilities=probabilities)

@@ -40,6 +40,7 @@ from genre.shared_paths import check_shared
 from genre.storage import open_storage
 from genre.sweep_config import SweepConfig
 from genre.sweep_record import new_record, resumed_record, write_sweep_record
+from genre.trackers import tracker_callbacks
 from genre.trial import TrialSetup, genre_trial, ray_filesystem, ray_storage
 
 Progress = Callable[[str], None]
@@ -209,10 +210,16 @@ def _tuner(
             # fails is final here: retrying it in Tune as well would multiply the attempts; a lost
             # trial driver is picked up again by --resume.
             failure_config=tune.FailureConfig(max_failures=0),
-            callbacks=[LiveView()],
+            callbacks=[LiveView(), *tracker_callbacks(config.mlflow, config.wandb, _tracker_tags(config))],
             verbose=0,
         ),
     )
+
+
+def _tracker_tags(config: SweepConfig) -> dict[str, Any]:
+    """What a tracker's runs record of the sweep: where it is and every option it runs with."""
+    places = {"out": config.out.resolve(), "data": Path(config.data).resolve()}
+    return {**places, **{k: v for k, v in config.options().items() if v is not None}}
 
 
 def _protocol(manifest: dict[str, Any]) -> str:

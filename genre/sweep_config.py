@@ -22,6 +22,8 @@ SWEEP_LEVEL = (
     "gpus_per_trial",
     "max_concurrent",
     "max_failures",
+    "mlflow",
+    "wandb",
 )
 
 
@@ -53,6 +55,9 @@ class SweepConfig:
     # Tune's and Train's run state and the best checkpoints: a path or an s3:// / gs:// URI.
     # None: OUT itself (or, when resuming, the storage the sweep in OUT was started with).
     storage: str | None = None
+    # Experiment trackers (genre.trackers): an MLflow tracking URI, a Weights & Biases project.
+    mlflow: str | None = None
+    wandb: str | None = None
     # Hidden, for fault-injection tests: {model: genre.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
 
@@ -90,6 +95,9 @@ class SweepConfig:
             raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.num_samples < 1:
             raise UserInputError("--num-samples must be at least 1")
+        from genre.trackers import check_trackers
+
+        check_trackers(self.mlflow, self.wandb)
         if self.max_failures < 0:
             raise UserInputError(
                 f"--max-failures must be 0 or more, not {self.max_failures} (a trial that fails forever "

@@ -1,26 +1,32 @@
-"""The sweep's record in OUT (`sweep.json`): its run storage, its dataset and the options it was started with.
+"""The sweep's record in OUT (`sweep.yaml`): its run storage, its dataset and the options it runs with.
 
-`--resume` reads it, so a resumed sweep continues exactly the sweep that was started, whatever the
-defaults of the command that resumes it; an option given again with another value is refused by
-name, except those that only say how robustly or on what resources the trials run.
+The file is a `--config` file too (genre.sweep_file): `genre sweep --config OUT/sweep.yaml` starts
+the same sweep elsewhere. `--resume` reads it, so a resumed sweep continues exactly the sweep that
+was started, whatever the defaults of the command that resumes it; an option given again with another
+value is refused by name, except those that only say how robustly or on what resources the trials run.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
+from genre import sweep_file
 from genre.run_folder import RunStorage
 from genre.storage import open_storage
 from genre.sweep_config import SweepConfig
 
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = "sweep.yaml"
+# Where genre before the YAML record kept it; still read, so older sweeps resume.
+OLD_SWEEP_FILE = "sweep.json"
 # Applied to the trials that continue (each trial starts its Train workers with them) and recorded.
 # Everything else would change what the trials compute, or (max_concurrent) is fixed in Tune's state.
 CHANGEABLE_ON_RESUME = ("max_failures", "cpus_per_trial", "gpus_per_trial")
@@ -43,17 +49,27 @@ class SweepRecord:
 
 def read_sweep_record(out: Path) -> SweepRecord | None:
     """The record in OUT, None if there is none; a one-line error if it cannot be read."""
-    path = Path(out) / SWEEP_FILE
-    if not path.is_file():
+    path, old = Path(out) / SWEEP_FILE, Path(out) / OLD_SWEEP_FILE
+    if not path.is_file() and not old.is_file():
         return None
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-        return SweepRecord(**values)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+        if not path.is_file():
+            return SweepRecord(**json.loads(old.read_text(encoding="utf-8")))
+        values = sweep_file.load(path)
+        for place in ("out", "address"):  # a --config file copied here: not part of the record
+            values.pop(place, None)
+        return SweepRecord(
+            storage=values.pop("storage", None) or _out_storage(out),
+            data=values.pop("data", ""),
+            manifest_sha256=values.pop("manifest_sha256", ""),
+            resumed=values.pop("resumed", None) or [],
+            options=values,
+        )
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, yaml.YAMLError) as error:
         reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
         raise UserInputError(
-            f"{path} cannot be read ({reason}); it records the sweep in OUT: restore it, or start a new "
-            "sweep in another OUT"
+            f"{path if path.is_file() else old} cannot be read ({reason}); it records the sweep in OUT: "
+            "restore it, or start a new sweep in another OUT"
         ) from None
 
 
@@ -104,7 +120,21 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
 
 
 def write_sweep_record(out: Path, record: SweepRecord) -> None:
-    (Path(out) / SWEEP_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    """OUT/sweep.yaml: DATA, the run storage unless it is OUT, the options, then genre's own record."""
+    storage = {} if record.storage == _out_storage(out) else {"storage": record.storage}
+    values = {
+        "data": record.data,
+        **storage,
+        **record.options,
+        "manifest_sha256": record.manifest_sha256,
+        "resumed": record.resumed,
+    }
+    (Path(out) / SWEEP_FILE).write_text(sweep_file.dump(values), encoding="utf-8")
+    (Path(out) / OLD_SWEEP_FILE).unlink(missing_ok=True)  # one record: the YAML one from now on
+
+
+def _out_storage(out: Path) -> str:
+    return RunStorage(open_storage(Path(out))).location
 
 
 def resume_changes(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, list[Any]]:

@@ -17,6 +17,16 @@ from genre.sweep import SweepConfig, run_sweep
 from tests.audio_factory import make_collection
 from tests.ray_nodes import ListeningSampler
 
+# Fixtures that start Ray (a local instance, or `ray start` nodes): a test using any of them, directly or
+# through another fixture, is marked `ray`. `pytest -m "not ray"` runs the fast rest (about a minute).
+RAY_FIXTURES = {"ray_session", "local_head", "token_head", "two_nodes_one_blind"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.manifest import is_dataset
 from genre.checkpoints import load_checkpoint
 from genre.results import TABLE_COLUMNS
-from genre.sweep_record import SWEEP_FILE
+from genre.sweep_record import read_sweep_record
 from tests.conftest import sweep
 from tests.ray_nodes import (
     LOOPBACK,
@@ -124,9 +123,9 @@ def test_a_sweep_stopped_by_ctrl_c_then_killed_resumes_each_time_without_rerunni
     resumed = subprocess.run(resume, env=ray_environment(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming with --max-failures 2 (the sweep had 1)" in resumed.stdout
-    record = json.loads((out / SWEEP_FILE).read_text())
-    assert record["options"]["max_failures"] == 2
-    assert record["resumed"][-1]["changed"] == {"max_failures": [1, 2]}
+    record = read_sweep_record(out)
+    assert record.options["max_failures"] == 2
+    assert record.resumed[-1]["changed"] == {"max_failures": [1, 2]}
     table = pd.read_parquet(out / "results.parquet").set_index("model")
     assert list(table.reset_index().columns) == TABLE_COLUMNS
     assert set(table["status"]) == {"completed"} and set(table["epochs"]) == {2}
@@ -151,6 +150,7 @@ def assert_best_checkpoints_agree_with_table_and_history(out: Path) -> None:
         assert row["val_segment_accuracy"] == pytest.approx(at_best, abs=1e-6)
 
 
+@pytest.mark.ray  # a `genre prepare` process that starts its own Ray
 def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_on_its_own_loopback_ray_completes(
     tiny_audio, tmp_path
 ):
@@ -188,6 +188,7 @@ def test_a_killed_prepare_leaves_no_dataset_and_a_rerun_on_its_own_loopback_ray_
     assert {ip for ip, _ in listening.seen} <= LOOPBACK, listening.seen
 
 
+@pytest.mark.ray  # a `genre prepare` process that starts its own Ray
 def test_ctrl_c_while_ray_starts_ends_prepare_at_once_with_nothing_left(tiny_audio, tmp_path):
     # A dead head's address file, as a stopped `ray start` leaves it: genre starts its own Ray anyway
     # (joining the dead head would hang in Ray's connect, deaf to Ctrl-C).
@@ -247,6 +248,7 @@ def test_a_read_only_out_stops_the_sweep_before_any_trial(tiny_dataset, tmp_path
     assert "sweep:" not in run.stdout  # nothing was planned or started
 
 
+@pytest.mark.ray  # a `genre prepare` process that starts its own Ray
 @hide
 def test_prepare_into_a_full_disk_says_so_and_keeps_nothing_partial(tiny_audio, tmp_path):
     full = tmp_path / "full"

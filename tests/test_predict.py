@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_pipeline.errors import UserInputError
 from data_pipeline.shards import read_mels, read_split
 from genre.cli import main
 from genre.evaluate import evaluate
-from genre.inference import segment_probabilities
+from genre.inference import resolve_device, segment_probabilities, window_batch
 from genre.predict import Predictor
 from genre.run_folder import RunFolder
 from tests.audio_factory import make_clip
@@ -92,6 +93,84 @@ def test_json_output_has_one_object_per_file_with_the_top_three(six_model_run, t
     assert "error" in objects[1]
 
 
+def test_files_batched_together_get_the_probabilities_each_gets_alone_in_their_order(six_model_run, tmp_path):
+    out, _ = six_model_run
+    # 1.5 s windows: 2, 6, none, none, 1 and 5 windows; batches of 4 span files and split them.
+    files = [
+        make_clip(tmp_path / "two.wav", 3.2, seed=1),
+        make_clip(tmp_path / "six.flac", 9.5, sample_rate=44100, channels=2, seed=2),
+        make_clip(tmp_path / "short.wav", 1.0),
+        tmp_path / "undecodable.wav",
+        make_clip(tmp_path / "one.ogg", 2.0, format="OGG", subtype="VORBIS", seed=3),
+        make_clip(tmp_path / "five.wav", 7.6, seed=4),
+    ]
+    files[3].write_bytes(b"RIFF\x00\x00")
+    # cnn4_gru: batch norm and a GRU, the layers that could mix the windows of a batch.
+    predictor = Predictor(RunFolder(out).best_checkpoint("cnn4_gru"), "cpu", batch_size=4)
+    predictions = list(predictor.predict_files(files))
+    assert [p.path for p in predictions] == [str(f) for f in files]
+    assert [p.segments for p in predictions] == [2, 6, 0, 0, 1, 5]
+    assert "shorter than one 1.5 s window" in predictions[2].error
+    assert "not decodable audio" in predictions[3].error
+    for path, prediction in zip(files, predictions, strict=True):
+        if not prediction.error:
+            alone = predictor.file_probabilities(path).mean(dim=0)
+            torch.testing.assert_close(prediction.probabilities, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_is_the_gpu_where_torch_sees_one_else_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_a_gpu_that_is_not_there_or_an_unknown_device_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserInputError, match=r"torch sees no CUDA GPU here.*use --device cpu"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UserInputError, match="torch sees 2 GPU"):
+        resolve_device("cuda:2")
+    with pytest.raises(UserInputError, match="device must be auto, cpu, cuda or cuda:N, not 'gpu'"):
+        resolve_device("gpu")
+
+
+def test_the_batch_size_defaults_by_device_and_must_be_positive():
+    assert window_batch(torch.device("cuda")) > window_batch(torch.device("cpu"))
+    assert window_batch(torch.device("cpu"), 7) == 7
+    with pytest.raises(UserInputError, match="at least 1"):
+        window_batch(torch.device("cpu"), 0)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_device_cuda_without_a_gpu_is_a_one_line_error(
+    six_model_run, tiny_dataset, tmp_path, capsys, monkeypatch, command
+):
+    out, _ = six_model_run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    target = make_clip(tmp_path / "good.wav", 4.0) if command == "predict" else tiny_dataset
+    assert main([command, str(target), "--run", str(out), "--device", "cuda"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"genre {command}: error: device cuda was asked for, but torch sees no CUDA GPU")
+    assert "Traceback" not in error and len(error.splitlines()) == 1
+
+
+def test_predict_and_evaluate_run_on_the_cpu_when_told(six_model_run, tiny_dataset, tmp_path, capsys):
+    out, _ = six_model_run
+    good = make_clip(tmp_path / "good.wav", 4.0)
+    assert main(["predict", str(good), "--run", str(out), "--device", "cpu", "--batch-size", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].endswith(" on cpu") and f"{good}: genre" in printed
+    report = tmp_path / "evaluation"
+    assert (
+        main(["evaluate", str(tiny_dataset), "--run", str(out), "--device", "cpu", "--out", str(report)]) == 0
+    )
+    assert json.loads((report / "metrics.json").read_text())["device"] == "cpu"
+
+
 def test_evaluate_matches_the_sweeps_test_scores_and_writes_a_confusion_matrix(
     six_model_run, tiny_dataset, tmp_path
 ):
@@ -106,9 +185,15 @@ def test_evaluate_matches_the_sweeps_test_scores_and_writes_a_confusion_matrix(
     assert result.files["confusion_png"].stat().st_size > 1000
 
 
-def test_evaluate_refuses_a_dataset_with_other_features(six_model_run, prepared):
-    from data_pipeline.errors import UserInputError
+def test_evaluate_scores_do_not_depend_on_the_batch_size(six_model_run, tiny_dataset, tmp_path):
+    out, table = six_model_run
+    checkpoint = out / table.set_index("model").loc["cnn4_gru", "checkpoint"]
+    whole = evaluate(tiny_dataset, checkpoint, tmp_path / "whole").scores
+    one_by_one = evaluate(tiny_dataset, checkpoint, tmp_path / "one", batch_size=1).scores
+    assert one_by_one == pytest.approx(whole, abs=1e-6)
 
+
+def test_evaluate_refuses_a_dataset_with_other_features(six_model_run, prepared):
     out, table = six_model_run
     with pytest.raises(UserInputError, match="not the ones the model was trained on"):
         evaluate(prepared.out, out / table.loc[0, "checkpoint"], out / "nowhere")

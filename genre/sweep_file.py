@@ -1,0 +1,101 @@
+"""A sweep's options as YAML: `genre sweep --config FILE` reads one, and every sweep writes its own.
+
+Keys are the options' names, as the flags spell them or with underscores (`batch-size` or
+`batch_size`; `weights` or `weights_dir`); a value of null is the option's default. The file that a
+sweep writes to OUT (`sweep.yaml`) holds the options it runs with, plus what only genre writes
+(`manifest_sha256`, `resumed`), which `--config` ignores: so a finished sweep's file starts the same
+sweep elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_pipeline.errors import UserInputError
+from genre.sweep_config import SWEEP_LEVEL, TRAIN_OPTIONS
+
+# Where the sweep runs, not what it computes: the file may name them, a sweep's own file names
+# DATA and, when it is not OUT, the run storage.
+PLACES = ("data", "out", "storage", "address")
+OPTIONS = ("models", *TRAIN_OPTIONS, *SWEEP_LEVEL)
+# Written by genre into OUT's file; a --config file that holds them (a copy of one) is not refused.
+RECORDED_ONLY = ("manifest_sha256", "resumed")
+_ALIASES = {"weights": "weights_dir"}
+
+
+def option_name(key: str) -> str:
+    """The option a file's key names: `batch-size` -> `batch_size`, `weights` -> `weights_dir`."""
+    name = str(key).strip().replace("-", "_")
+    return _ALIASES.get(name, name)
+
+
+def read_options_file(path: str | Path) -> dict[str, Any]:
+    """{option name: value} from a YAML mapping; nulls and genre's own record keys left out.
+
+    Refuses, in one line naming the file, what is not a readable mapping of known options.
+    """
+    path = Path(path).expanduser()
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UserInputError(f"--config {str(path)!r} cannot be read: {error.strerror}") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0]
+        raise UserInputError(f"--config {str(path)!r} is not YAML ({reason})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserInputError(
+            f"--config {str(path)!r} must be a mapping of option: value, not a {type(values).__name__}"
+        )
+    options = {option_name(key): value for key, value in values.items()}
+    unknown = sorted(set(options) - {*PLACES, *OPTIONS, *RECORDED_ONLY})
+    if unknown:
+        raise UserInputError(
+            f"--config {str(path)!r}: unknown option(s) {', '.join(unknown)}; known: "
+            f"{', '.join((*PLACES, *OPTIONS))}"
+        )
+    return {name: value for name, value in options.items() if value is not None and name not in RECORDED_ONLY}
+
+
+def as_arguments(options: dict[str, Any], flag_of: dict[str, str]) -> list[str]:
+    """Command-line arguments that say what `options` say: the file goes through the CLI's own parser.
+
+    `flag_of` maps an option's name to its flag; DATA and OUT are positional.
+    """
+    positional = [str(options[name]) for name in ("data", "out") if name in options]
+    arguments = []
+    for name, value in options.items():
+        if name in ("data", "out"):
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"  # YAML reads `pretrained: no` as false
+        elif isinstance(value, dict):
+            raise UserInputError(f"--config: {name} cannot be a mapping")
+        arguments += [flag_of[name], str(value)]
+    return [*positional, *arguments]
+
+
+HEADER = """\
+# The options this sweep runs with (null: the option's default, or each model's own lr and dropout).
+# `genre sweep DATA OUT --resume` continues this sweep from this file; `genre sweep --config FILE
+# [DATA] OUT` starts the same sweep elsewhere. manifest_sha256 and resumed are genre's own record.
+"""
+
+
+def dump(values: dict[str, Any]) -> str:
+    """`values` as YAML in their given order, under the header that says how to use the file."""
+    return HEADER + yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=100)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A sweep's own file, as written by `dump`."""
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(values, dict):
+        raise ValueError(f"not a mapping but {type(values).__name__}")
+    return values

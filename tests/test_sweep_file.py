@@ -1,0 +1,109 @@
+"""`genre sweep --config FILE`: options from YAML under the command line's; OUT/sweep.yaml; MLflow."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from data_pipeline.errors import UserInputError
+from genre.cli import main
+from genre.sweep_config import SweepConfig
+from genre.sweep_file import read_options_file
+from genre.sweep_record import SWEEP_FILE, read_sweep_record
+from tests.test_refusals import one_line_error
+
+
+def write_yaml(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def test_keys_as_flags_or_names_nulls_and_genres_own_record_keys(tmp_path):
+    path = write_yaml(
+        tmp_path / "sweep.yaml",
+        "batch-size: 32\nweights: /w\nlr: null\nmodels: [cnn3]\nresumed: []\nmanifest_sha256: abc\n",
+    )
+    assert read_options_file(path) == {"batch_size": 32, "weights_dir": "/w", "models": ["cnn3"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("epoch: 3\n", "unknown option(s) epoch; known: data, out"),
+        ("- epochs\n", "must be a mapping of option: value, not a list"),
+        ("epochs: [1\n", "is not YAML"),
+        ("epochs: ten\n", "argument --epochs: invalid int value: 'ten'"),
+        ("scheduler: hyperband\n", "argument --scheduler: invalid choice: 'hyperband'"),
+    ],
+)
+def test_a_bad_file_is_refused_in_one_line_naming_it(capsys, tmp_path, text, expected):
+    path = write_yaml(tmp_path / "bad.yaml", text)
+    error = one_line_error(capsys, ["sweep", "--config", str(path), "DATA", str(tmp_path / "out")])
+    assert f"--config {str(path)!r}" in error and expected in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_file_and_missing_data_are_refused(capsys, tmp_path):
+    error = one_line_error(capsys, ["sweep", "--config", str(tmp_path / "none.yaml"), str(tmp_path / "o")])
+    assert "cannot be read: No such file or directory" in error
+    path = write_yaml(tmp_path / "epochs.yaml", "epochs: 2\n")
+    error = one_line_error(capsys, ["sweep", "--config", str(path), str(tmp_path / "o")])
+    assert "give DATA and OUT" in error
+
+
+def test_yaml_booleans_mean_the_words_the_flags_take(capsys, tmp_path):
+    # YAML reads `pretrained: no` as false; it means --pretrained no, not an error about "False".
+    path = write_yaml(tmp_path / "pretrained.yaml", "pretrained: no\nepochs: 0\n")
+    error = one_line_error(capsys, ["sweep", "--config", str(path), str(tmp_path / "d"), str(tmp_path / "o")])
+    assert "epochs must be at least 1" in error
+
+
+def test_a_sweep_from_a_file_runs_with_the_command_lines_overrides_and_logs_to_mlflow(
+    capsys, monkeypatch, tiny_dataset, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this
+    tracking = (tmp_path / "mlruns").as_uri()
+    config = write_yaml(
+        tmp_path / "sweep.yaml",
+        f"data: {tiny_dataset}\nmodels: [cnn3, cnn4]\nepochs: 1\nbatch-size: 8\npretrained: no\n"
+        f"seed: 5\nmlflow: {tracking}\n",
+    )
+    out = tmp_path / "run"
+    assert main(["sweep", "--config", str(config), str(out), "--epochs", "2"]) == 0
+    capsys.readouterr()
+
+    table = pd.read_parquet(out / "results.parquet").set_index("model")
+    assert set(table["status"]) == {"completed"} and set(table["epochs"]) == {2}
+    # OUT's record holds the effective options, and reads back as a --config file of the same sweep.
+    record = read_sweep_record(out)
+    assert record.options["epochs"] == 2 and record.options["batch_size"] == 8
+    assert record.options["mlflow"] == tracking and record.data == str(tiny_dataset.resolve())
+    written = yaml.safe_load((out / SWEEP_FILE).read_text())
+    assert "storage" not in written  # the run storage is OUT itself: a copy of the file can start anew
+    again = read_options_file(out / SWEEP_FILE)
+    assert SweepConfig.from_options(again, data=tiny_dataset, out=out).options() == record.options
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("genre").experiment_id])
+    assert len(runs) == len(table) == 2
+    for run in runs:
+        assert run.data.tags["genre.out"] == str(out.resolve())
+        history = client.get_metric_history(run.info.run_id, "val_segment_accuracy")
+        assert len({point.step for point in history}) >= 2  # every epoch, not only the last
+        assert "test_track_accuracy" in run.data.metrics
+
+
+def test_a_tracker_whose_package_is_missing_is_refused_before_ray_starts(monkeypatch, tmp_path):
+    import importlib.util
+
+    from genre import trackers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        trackers.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name)
+    )
+    with pytest.raises(UserInputError, match=r"--wandb needs the wandb package.*genre\[wandb\]"):
+        trackers.check_trackers(None, "my-project")
