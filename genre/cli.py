@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's marker: `activate-global-python-argcomplete` completes genre)
 """The `genre` command line: parses arguments, builds configs, calls the library."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import argcomplete
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
@@ -26,6 +29,9 @@ ADDRESS_HELP = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `genre` console script."""
     parser = build_parser()
+    # Shell completion: answers and exits when the shell's completion hook calls the command
+    # (`eval "$(register-python-argcomplete genre)"`); otherwise a no-op.
+    argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if requested_cluster(getattr(args, "address", None)) is None:
         # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only.
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genre", description="Train, tune and compare music-genre classifiers on Ray."
     )
+    parser.add_argument(
+        "--version", action=_PrintVersions, help="show the versions of genre, Python and its libraries"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(commands)
     _add_models(commands)
@@ -75,6 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_evaluate(commands)
     return parser
+
+
+class _PrintVersions(argparse.Action):
+    """Like argparse's `version` action, without re-wrapping the line to the terminal's width."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(_versions())
+        parser.exit()
+
+
+def _versions() -> str:
+    """genre's version and those of the libraries a bug report needs, read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {of(name)}" for name in ("ray", "torch", "torchaudio", "timm"))
+    return f"genre {of('genre')} (Python {sys.version.split()[0]}; {libraries})"
 
 
 def _add_prepare(commands: argparse._SubParsersAction) -> None:

@@ -1,5 +1,6 @@
 """The `genre` command: one-line errors and exit codes for bad input, a summary when it works."""
 
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,36 @@ def test_models_lists_the_six_with_parameters_and_weights_status(tmp_path, capsy
     for name, params in [("cnn3", "163,402"), ("efficientnet_b0 ", "4,019,782"), ("vgg11", "9,353,226")]:
         assert any(line.startswith(name) and params in line for line in printed.splitlines())
     assert f"not found in {tmp_path}" in printed
+
+
+def test_version_names_genre_python_and_the_libraries_without_importing_them():
+    result = subprocess.run(
+        [sys.executable, "-m", "genre", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    line = result.stdout.strip()
+    assert line.startswith("genre 0.") and f"Python {sys.version.split()[0]}" in line
+    assert "ray 2." in line and "torch 2." in line
+
+
+def complete(tmp_path, line: str) -> list[str]:
+    """What the shell's completion hook gets for `line` (argcomplete's protocol, its output to a file)."""
+    answer = tmp_path / "completions"
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "genre"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return answer.read_text().split()
+
+
+def test_the_shell_completes_commands_and_options(tmp_path):
+    assert complete(tmp_path, "genre sw") == ["sweep"]
+    assert complete(tmp_path, "genre sweep --gpu") == ["--gpus-per-trial"]
+    assert "--config" in complete(tmp_path, "genre sweep --c")
