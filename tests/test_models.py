@@ -42,18 +42,13 @@ def seeded():
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    """No hub, and library caches in an empty folder."""
-    monkeypatch.setattr(pretrained_module, "_reachable", lambda host: False)
+    """The hub's offline mode, and library caches in empty folders."""
+    # huggingface_hub fixes its offline flag when first imported: not while this test sets it.
+    import huggingface_hub.constants  # noqa: F401
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setattr(pretrained_module.KnownWeights, "cached_file", _torch_cache_only)
-
-
-def _torch_cache_only(self):
-    # The Hugging Face cache location is fixed at import; the torch one follows TORCH_HOME.
-    return None if self.library == "timm" else pretrained_module.KnownWeights.__dict__["_cached"](self)
-
-
-pretrained_module.KnownWeights._cached = pretrained_module.KnownWeights.cached_file
 
 
 def test_the_registry_holds_the_six_in_the_studys_order():

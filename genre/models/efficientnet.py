@@ -14,16 +14,18 @@ ONE_CHANNEL = "1 channel: timm sums the RGB stem weights (in_chans=1); dB scaled
 
 
 def efficientnet_b0_backbone(weights: WeightsSource | None, **kwargs) -> nn.Module:
-    """timm's efficientnet_b0 for one input channel, from `weights` the library's way."""
+    """timm's efficientnet_b0 for one input channel, from the file of `weights` the library's way."""
     import timm
 
     if weights is None:
         return timm.create_model("efficientnet_b0", pretrained=False, in_chans=1, **kwargs)
-    # A file goes through timm's own loader (stem summed to one channel, classifier dropped);
-    # "hub" lets timm download from the Hugging Face hub into its cache.
-    overlay = {"file": weights.location} if weights.kind == "file" else None
+    # The file goes through timm's own loader (stem summed to one channel, classifier dropped).
     return timm.create_model(
-        "efficientnet_b0", pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1, **kwargs
+        "efficientnet_b0",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": weights.location},
+        in_chans=1,
+        **kwargs,
     )
 
 

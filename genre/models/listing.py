@@ -32,7 +32,7 @@ def _weights_status(weights_name: str | None, weights_dir: str | Path | None) ->
     if weights_name is None:
         return "none (trained from scratch)"
     known = KNOWN_WEIGHTS[weights_name]
-    description = f"ImageNet, {known.library} {known.identifier}"
+    description = f"ImageNet, {known.hub_repo}"
     if weights_dir is None:
         return description
     source, _ = find_weights(weights_name, weights_dir, allow_hub=False)

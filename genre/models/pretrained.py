@@ -1,34 +1,36 @@
-"""ImageNet weights: found in a local folder, in the library's cache, or on its hub; or not at all.
+"""ImageNet weights: found in a local folder, in a library's cache, or downloaded from the hub; or not at all.
 
 `--pretrained auto` uses them when they can be had and otherwise trains from scratch with a one-line
-warning; `yes` stops with a message saying what to do; `no` never looks.
+warning; `yes` stops with a message saying what to do; `no` never looks. The driver resolves first, so
+a download lands in this machine's hub cache and the workers here find it there; a worker on another
+node whose cache lacks it downloads it itself, the same way.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from data_pipeline.errors import UserInputError
 from genre.config import PRETRAINED_MODES
+from genre.models.hub import HubSettings, HubUnavailable, cached_hub_file, download_hub_file
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-HUB_TIMEOUT_S = 3.0
+HUB_FILE = "model.safetensors"  # what timm's hub repositories publish
+HUB_CACHED_FILES = (HUB_FILE, "pytorch_model.bin")  # either one, where an older download left it
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where to load ImageNet weights from: a local `file`, or the library's `hub` download."""
+    """A local file of ImageNet weights, and how it was found: `file` (--weights), `cache` or `hub`."""
 
     name: str
-    kind: str  # "file" or "hub"
-    location: str
+    kind: str  # "file": the --weights folder; "cache": a library's cache; "hub": downloaded just now
+    location: str  # the file's path
 
     def describe(self) -> str:
         return f"imagenet ({self.kind}: {self.location})"
@@ -36,56 +38,32 @@ class WeightsSource:
 
 @dataclass(frozen=True)
 class KnownWeights:
-    """A set of ImageNet weights: the library that publishes them and where."""
+    """A set of ImageNet weights: its repository on the Hugging Face hub, and files users may hold."""
 
-    library: str  # "timm" or "torchvision"
-    identifier: str  # timm model name, or torchvision weights enum "VGG11_Weights.IMAGENET1K_V1"
+    hub_repo: str  # timm's repository, e.g. "timm/vgg11.tv_in1k"
     file_hint: str  # what a user puts into --weights DIR
+    torch_hub_file: str | None = None  # torchvision's download of the same weights, in torch's hub cache
 
-    def host(self) -> str:
-        return "huggingface.co" if self.library == "timm" else urlparse(self.url()).hostname or ""
-
-    def url(self) -> str:
-        if self.library == "timm":
-            return f"https://huggingface.co/{self.hub_id()}"
-        return self.torchvision_weights().url
-
-    def hub_id(self) -> str:
-        import timm
-
-        return timm.models.get_pretrained_cfg(self.identifier).hf_hub_id
-
-    def cached_file(self) -> Path | None:
-        """The library's own cached copy, if this machine downloaded it before."""
-        if self.library == "timm":
-            from huggingface_hub import try_to_load_from_cache
-
-            for filename in ("model.safetensors", "pytorch_model.bin"):
-                cached = try_to_load_from_cache(self.hub_id(), filename)
-                if isinstance(cached, str):
-                    return Path(cached)
-            return None
+    def cached_file(self, settings: HubSettings) -> tuple[Path | None, str]:
+        """This machine's cached copy, if it downloaded one before, and the caches looked in."""
+        cached = cached_hub_file(self.hub_repo, HUB_CACHED_FILES, settings)
+        if cached is not None or self.torch_hub_file is None:
+            return cached, "the Hugging Face cache"
         import torch
 
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(self.url()).path).name
-        return path if path.is_file() else None
-
-    def torchvision_weights(self):
-        """The torchvision weights enum member named by `identifier`."""
-        import torchvision
-
-        enum_name, member = self.identifier.split(".")
-        return getattr(getattr(torchvision.models, enum_name), member)
+        path = Path(torch.hub.get_dir()) / "checkpoints" / self.torch_hub_file
+        return (path if path.is_file() else None), "the Hugging Face and torch caches"
 
 
 KNOWN_WEIGHTS = {
     "efficientnet_b0": KnownWeights(
-        "timm",
-        "efficientnet_b0",
+        "timm/efficientnet_b0.ra_in1k",
         "efficientnet_b0.safetensors (model.safetensors of timm/efficientnet_b0.ra_in1k)",
     ),
     "vgg11": KnownWeights(
-        "torchvision", "VGG11_Weights.IMAGENET1K_V1", "vgg11-8a719046.pth (download.pytorch.org/models)"
+        "timm/vgg11.tv_in1k",
+        "vgg11.safetensors (model.safetensors of timm/vgg11.tv_in1k) or torchvision's vgg11-8a719046.pth",
+        torch_hub_file="vgg11-8a719046.pth",
     ),
 }
 
@@ -122,7 +100,7 @@ def resolve_weights(
 def find_weights(
     name: str, weights_dir: str | Path | None, *, allow_hub: bool = True
 ) -> tuple[WeightsSource | None, list[str]]:
-    """Look in `weights_dir`, then the library's cache, then the hub: (source or None, what failed)."""
+    """Look in `weights_dir`, the caches, then download from the hub: (source or None, what failed)."""
     known = KNOWN_WEIGHTS[name]
     tried = []
     if weights_dir is not None:
@@ -133,25 +111,19 @@ def find_weights(
         if files:
             return WeightsSource(name, "file", str(files[0])), tried
         tried.append(f"no {name}*{{{','.join(WEIGHT_SUFFIXES)}}} in {folder}")
-    cached = known.cached_file()
+    settings = HubSettings.from_environment()
+    cached, caches = known.cached_file(settings)
     if cached is not None:
-        return WeightsSource(name, "file", str(cached)), tried
-    tried.append(f"not in the {known.library} cache")
+        return WeightsSource(name, "cache", str(cached)), tried
+    tried.append(f"not in {caches}")
     if not allow_hub:
         return None, tried
-    # A quick look first: an offline machine would otherwise spend ~45 s in the hub's retries.
-    if _reachable(known.host()):
-        return WeightsSource(name, "hub", known.url()), tried
-    tried.append(f"{known.host()} unreachable")
-    return None, tried
-
-
-def _reachable(host: str) -> bool:
     try:
-        with socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+        downloaded = download_hub_file(known.hub_repo, HUB_FILE, settings)
+    except HubUnavailable as unavailable:
+        tried.append(f"{known.hub_repo}: {unavailable}")
+        return None, tried
+    return WeightsSource(name, "hub", str(downloaded)), tried
 
 
 def load_state_dict_file(path: str | Path) -> dict:

@@ -1,12 +1,13 @@
-"""VGG11 (torchvision): ImageNet convolutional features, a new classifier."""
+"""VGG11 (torchvision's layout): ImageNet convolutional features, a new classifier."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from data_pipeline.errors import UserInputError
 from genre.models.layers import Scaled, mlp_classifier
-from genre.models.pretrained import KNOWN_WEIGHTS, WeightsSource, load_state_dict_file
+from genre.models.pretrained import WeightsSource, load_state_dict_file
 from genre.models.registry import register_model
 
 FEATURES_PREFIX = "features."
@@ -29,6 +30,15 @@ class VGGClassifier(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
+def vgg11_features_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The conv stack of a torchvision or timm VGG11 state dict, keyed as torchvision's `features`.
+
+    Both name the convolutions `features.N.*` with the same N; their classifiers (torchvision's
+    `classifier.*`, timm's `pre_logits.*` and `head.*`) are left out, as genre's head is new.
+    """
+    return {k[len(FEATURES_PREFIX) :]: v for k, v in state.items() if k.startswith(FEATURES_PREFIX)}
+
+
 def vgg11_features(weights: WeightsSource | None) -> nn.Module:
     """torchvision's VGG11 conv stack with a one-channel first convolution."""
     import torchvision
@@ -36,13 +46,13 @@ def vgg11_features(weights: WeightsSource | None) -> nn.Module:
 
     features = torchvision.models.vgg11(weights=None).features
     if weights is not None:
-        if weights.kind == "file":
-            state = load_state_dict_file(weights.location)
-        else:
-            state = KNOWN_WEIGHTS["vgg11"].torchvision_weights().get_state_dict(progress=True)
-        features.load_state_dict(
-            {k[len(FEATURES_PREFIX) :]: v for k, v in state.items() if k.startswith(FEATURES_PREFIX)}
-        )
+        state = vgg11_features_state(load_state_dict_file(weights.location))
+        missing = sorted(set(features.state_dict()) - set(state))
+        if missing:
+            raise UserInputError(
+                f"{weights.location} is not VGG11's ImageNet weights: no features.{missing[0]} in it"
+            )
+        features.load_state_dict(state)
     stem = features[0]
     one_channel = nn.Conv2d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding)
     with torch.no_grad():
