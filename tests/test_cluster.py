@@ -1,18 +1,17 @@
-"""The cluster path: manifests that agree with the pins, and a real `ray job submit` to a local head."""
+"""The cluster path for real: a local head with token authentication, `ray job submit` to it, and
+clusters of `ray start` nodes. What the cluster files say: tests/test_cluster_files.py.
+"""
 
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import tomllib
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import ray
-import yaml
 
 from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from tests.ray_nodes import (
@@ -31,82 +30,53 @@ from tests.ray_nodes import (
     wait_for_http,
 )
 
-# GPUs per instance type used in the launcher YAML.
-GPUS_PER_INSTANCE = {"g5.xlarge": 1, "g5.12xlarge": 4, "p4d.24xlarge": 8}
-
-
-def documents() -> list[tuple[Path, dict]]:
-    found = []
-    for path in [*sorted((REPO / "cluster").rglob("*.yaml")), REPO / "jobs" / "runtime_env.yaml"]:
-        found += [(path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return found
-
-
-def walk(node, key):
-    """Every value stored under `key` anywhere in a parsed YAML tree."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key:
-                yield v
-            yield from walk(v, key)
-    elif isinstance(node, list):
-        for item in node:
-            yield from walk(item, key)
-
-
-def pinned_dependencies() -> set[str]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {d for d in project["dependencies"] if not d.startswith("ray[")}
-
-
-def test_every_manifest_parses_and_uses_the_pinned_ray_version():
-    docs = documents()
-    assert len(docs) >= 4
-    images = [image for _, doc in docs for image in walk(doc, "image")]
-    assert images and all(image.startswith(f"rayproject/ray:{ray.__version__}-") for image in images)
-    assert all(v == ray.__version__ for _, doc in docs for v in walk(doc, "rayVersion"))
-
-
-def test_gpu_counts_agree_between_ray_and_kubernetes():
-    groups = [g for _, doc in documents() for specs in walk(doc, "workerGroupSpecs") for g in specs]
-    assert groups
-    for group in groups:
-        limits = [c["resources"]["limits"] for c in group["template"]["spec"]["containers"]]
-        assert int(group["rayStartParams"]["num-gpus"]) == sum(
-            int(limit.get("nvidia.com/gpu", 0)) for limit in limits
-        )
-        assert any(t["key"] == "nvidia.com/gpu" for t in group["template"]["spec"]["tolerations"])
-    launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
-    for node_type in launcher["available_node_types"].values():
-        instance = node_type["node_config"]["InstanceType"]
-        assert node_type["resources"].get("GPU", 0) == GPUS_PER_INSTANCE.get(instance, 0)
-
-
-def test_job_runtime_environments_pin_what_pyproject_pins():
-    runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
-    assert set(runtime_env["pip"]["packages"]) == pinned_dependencies()
-    rayjob = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayjob.yaml").read_text())
-    assert set(yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])["pip"]["packages"]) == pinned_dependencies()
-
-
-def test_nothing_listens_on_a_public_address_by_default():
-    assert "--dashboard-host=127.0.0.1" in (REPO / "cluster" / "local-head.sh").read_text()
-    assert "--node-ip-address=127.0.0.1" in (REPO / "cluster" / "local-head.sh").read_text()
-    launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
-    assert any("--dashboard-host=127.0.0.1" in c for c in launcher["head_start_ray_commands"])
+# Ray's token authentication: the mode ("token") and the token itself.
+RAY_AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
+RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
 
 
 @pytest.fixture(scope="module")
 def local_head():
-    """A head started by `cluster/local-head.sh` on free loopback ports; stopped after."""
+    """A head started by `cluster/local-head.sh` on free loopback ports, with a token; stopped after."""
     temp = short_temp_dir()
-    job_api, gcs = start_local_head(temp)
-    if not wait_for_http(f"{job_api}/api/version"):
+    token = secrets.token_hex(32)
+    # Given as a user may give it, so that the script leaves ~/.ray/auth_token alone; set in this
+    # process only while the head starts (ray_environment copies it), and read by no Ray here.
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv(RAY_AUTH_TOKEN_VARIABLE, token)
+        job_api, gcs = start_local_head(temp)
+    # A path the head answers without the token (its version, the usual probe, needs it).
+    if not wait_for_http(f"{job_api}/api/authentication_mode"):
         kill_nodes(temp)
+        shutil.rmtree(temp, ignore_errors=True)
         pytest.fail("the local Ray head did not start")
-    yield SimpleNamespace(job_api=job_api, gcs=gcs, temp=temp)
+    yield SimpleNamespace(job_api=job_api, gcs=gcs, temp=temp, token=token)
     kill_nodes(temp)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def client_environment(token: str | None) -> dict[str, str]:
+    """A Ray client's environment: with the token (and the mode that makes the CLI send it), or none."""
+    environment = ray_environment()
+    for variable in (RAY_AUTH_MODE_VARIABLE, RAY_AUTH_TOKEN_VARIABLE, "RAY_AUTH_TOKEN_PATH"):
+        environment.pop(variable, None)
+    if token is not None:
+        environment.update({RAY_AUTH_MODE_VARIABLE: "token", RAY_AUTH_TOKEN_VARIABLE: token})
+    return environment
+
+
+def submit(head: SimpleNamespace, token: str | None, *arguments: str) -> subprocess.CompletedProcess:
+    """`ray job submit` to the head's job API, as a user runs it; waits for the job to end."""
+    command = [RAY_CLI, "job", "submit", "--address", head.job_api, *arguments]
+    environment = client_environment(token)
+    for _ in range(12):
+        job = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+        # A fresh head answers before its job agent is up, and says to try again later.
+        if "No available agent" not in job.stderr:
+            return job
+        time.sleep(5)
+    return job
 
 
 def test_the_local_head_listens_on_loopback_only(local_head):
@@ -139,24 +109,31 @@ def test_a_cluster_address_where_nothing_answers_fails_at_once_with_one_line(
     assert dead in lines[0] and "Connection refused" in lines[0]
 
 
+@pytest.mark.parametrize(("token", "refusal"), [(None, "Unauthorized"), ("not-the-token", "Forbidden")],
+                         ids=["without-token", "wrong-token"])  # fmt: skip
+def test_the_local_head_refuses_a_job_without_its_token(local_head, tmp_path, token, refusal):
+    ran = tmp_path / "ran"
+    job = submit(local_head, token, "--", "touch", str(ran))
+    assert job.returncode != 0, job.stdout[-2000:]
+    assert refusal in job.stderr, job.stderr[-3000:]
+    assert not ran.exists()
+
+
+def test_the_local_head_runs_a_job_submitted_with_its_token(local_head, tmp_path):
+    ran = tmp_path / "ran"
+    job = submit(local_head, local_head.token, "--", "touch", str(ran))
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in job.stdout and ran.exists()
+
+
 def test_a_sweep_submitted_with_ray_job_submit_writes_its_results(local_head, tiny_dataset, tmp_path):
-    # The documented runtime environment, minus pip: this head already runs in genre's environment.
-    runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
-    runtime_env.pop("pip")
-    (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
+    # The documented runtime environment as it is: this head, like the image, has genre's dependencies.
     out = tmp_path / "run"
-    command = [
-        RAY_CLI, "job", "submit", "--address", local_head.job_api, "--working-dir", str(REPO),
-        "--runtime-env", str(tmp_path / "runtime_env.yaml"), "--",
+    job = submit(
+        local_head, local_head.token, "--working-dir", str(REPO), "--runtime-env", str(RUNTIME_ENV), "--",
         "bash", "jobs/sweep.sh", str(tiny_dataset), str(out), "--models", "cnn3", "--epochs", "1",
         "--pretrained", "no",
-    ]  # fmt: skip
-    for _ in range(12):
-        job = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        # A fresh head answers before its job agent is up, and says to try again later.
-        if "No available agent" not in job.stderr:
-            break
-        time.sleep(5)
+    )  # fmt: skip
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout
     table = pd.read_parquet(out / "results.parquet")
