@@ -1,17 +1,24 @@
-"""Decoding audio files to mono waveforms at the feature sample rate."""
+"""Decoding audio files to mono waveforms at the feature sample rate.
+
+A file is a path, or an s3:// or gs:// URI (genre.storage) read through its pyarrow filesystem.
+"""
 
 from __future__ import annotations
 
+import io
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePath
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
+import pyarrow.fs as pafs
 import soundfile
+
+from genre.storage import first_line, is_uri, open_storage
 
 if TYPE_CHECKING:
     import torch
@@ -25,20 +32,23 @@ _TRUNCATED_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULT
 # A streaming encoder writes the WAV header before it knows the length and puts the largest
 # 32-bit size there: "data : 4294967295 (should be 88200)" means "unknown", not "cut short".
 _UNKNOWN_SIZE = 0xFFFFFFFF
+# A header read from an object store comes in one ranged request of this many bytes (a WAV's is 44,
+# a FLAC's or MP3's few KB); the decoder reads beyond it only where the header sends it.
+HEADER_READ_BYTES = 64 * 1024
 
 
 class AudioDecodeError(Exception):
     """A file that cannot be turned into audio; the message says why, for the rejects list."""
 
 
-def is_audio_path(path: Path) -> bool:
+def is_audio_path(path: PurePath) -> bool:
     """True for the extensions genre decodes, in any case."""
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
 def decode_mono(path: str | Path) -> tuple[np.ndarray, int, int]:
     """Decode a file with soundfile: (mono float32 samples, sample rate, source channel count)."""
-    with _open_checked(Path(path)) as audio:
+    with _open_checked(path, whole=True) as audio:
         samples = audio.read(dtype="float32", always_2d=True)
         rate, channels = audio.samplerate, audio.channels
     if samples.shape[0] == 0:
@@ -55,15 +65,32 @@ def probe_audio(path: str | Path, min_seconds: float) -> None:
 
     Reads no samples: cheap enough to run on every file of a source before decoding any.
     """
-    with _open_checked(Path(path)) as audio:
+    with _open_checked(path, whole=False) as audio:
         seconds = audio.frames / audio.samplerate
     if seconds < min_seconds:
         raise AudioDecodeError(f"shorter than one {min_seconds:g} s segment ({seconds:.2f} s)")
 
 
 @contextmanager
-def _open_checked(path: Path) -> Iterator[soundfile.SoundFile]:
-    """Open `path` once its header says it is a whole audio file; any failure is an AudioDecodeError."""
+def _open_checked(location: str | Path, whole: bool) -> Iterator[soundfile.SoundFile]:
+    """Open a file once its header says it is a whole audio file; any failure is an AudioDecodeError.
+
+    `whole`: the samples will be read (an object store's file is fetched in one request), not only
+    the header.
+    """
+    text = str(location)
+    source = _remote_audio(text, whole) if is_uri(text) else _local_audio(Path(text))
+    try:
+        with source as opened, soundfile.SoundFile(opened) as audio:
+            _check_not_truncated(audio.extra_info)
+            yield audio
+    except soundfile.LibsndfileError as error:
+        raise AudioDecodeError(f"not decodable audio: {_libsndfile_reason(error)}") from error
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise AudioDecodeError(f"not decodable audio: {error}") from error
+
+
+def _local_audio(path: Path) -> AbstractContextManager[Path]:
     try:
         status = path.stat()
     except OSError as error:
@@ -73,14 +100,27 @@ def _open_checked(path: Path) -> Iterator[soundfile.SoundFile]:
         raise AudioDecodeError(f"a folder, not an audio file; pass the files in it (e.g. {path}/*.wav)")
     if status.st_size == 0:
         raise AudioDecodeError("empty file (0 bytes)")
+    return nullcontext(path)
+
+
+def _remote_audio(location: str, whole: bool) -> IO[bytes]:
+    """The file's bytes, or a reader that fetches its head in one request, for soundfile to decode
+    (and the caller to close)."""
+    target = open_storage(location)
     try:
-        with soundfile.SoundFile(path) as audio:
-            _check_not_truncated(audio.extra_info)
-            yield audio
-    except soundfile.LibsndfileError as error:
-        raise AudioDecodeError(f"not decodable audio: {_libsndfile_reason(error)}") from error
-    except (RuntimeError, ValueError, TypeError) as error:
-        raise AudioDecodeError(f"not decodable audio: {error}") from error
+        info = target.info()
+        if info.type == pafs.FileType.NotFound:
+            raise AudioDecodeError("cannot read file: No such file or directory")
+        if info.type == pafs.FileType.Directory:
+            raise AudioDecodeError(f"a folder, not an audio file; pass the files in it (e.g. {target}/*.wav)")
+        if info.size == 0:
+            raise AudioDecodeError("empty file (0 bytes)")
+        if whole:
+            return io.BytesIO(target.read_bytes())
+        # The decoder's reads and seeks within the head are served from the buffer.
+        return io.BufferedReader(target.filesystem.open_input_file(target.path), HEADER_READ_BYTES)
+    except OSError as error:
+        raise AudioDecodeError(f"cannot read file: {first_line(error)}") from error
 
 
 def load_mono(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int, int]:

@@ -1,4 +1,5 @@
-"""OUT of `genre prepare`: what may be written or replaced there, and moving a finished dataset in.
+"""OUT of `genre prepare` on a file tree: what may be written or replaced there, and moving a
+finished dataset in (an object store's OUT: data_pipeline.dataset_prefix).
 
 A dataset is assembled in a hidden sibling of OUT and renamed into place only once complete, so a
 crash part-way never leaves an OUT that looks finished. Nothing of the user's is ever deleted: SRC
@@ -12,11 +13,14 @@ import os
 import shutil
 import socket
 import uuid
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from data_pipeline.discover import Discovery
 from data_pipeline.errors import UserInputError
-from data_pipeline.manifest import MANIFEST_NAME, is_dataset, read_manifest
+from data_pipeline.manifest import MANIFEST_NAME, is_dataset, read_manifest, write_manifest
+from genre.storage import open_storage, redact
 
 # In a partial dataset folder: "<host> <pid>" of the run writing it.
 OWNER_FILE = ".owner"
@@ -41,26 +45,36 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise UserInputError(f"OUT {str(out)!r} is not empty and is not a genre dataset; choose another")
 
 
-def check_apart(source: Path, out: Path, discovery: Discovery) -> None:
+def check_apart(source: str | Path, out: str | Path, discovery: Discovery) -> None:
     """Refuse SRC and OUT nested either way, or a source whose audio lies inside OUT.
 
     OUT inside SRC would be read as audio by the next prepare; SRC inside OUT would be deleted by
-    `--overwrite`.
+    `--overwrite`. Paths and URIs are apart unless both name the same object store.
     """
-    src, dst = source.expanduser().resolve(), out.expanduser().resolve()
-    if src.is_dir() and dst.is_relative_to(src):  # OUT = SRC included
-        raise UserInputError(f"OUT {str(out)!r} is inside SRC {str(source)!r}; choose an OUT outside SRC")
+    src_place, out_place = open_storage(source), open_storage(out)
+    if type(src_place.filesystem) is not type(out_place.filesystem):
+        return  # a path and a URI, or two kinds of store
+    shown_src, shown_out = redact(str(source)), redact(str(out))
+    if src_place.is_local:
+        src, dst = Path(src_place.path), Path(out_place.path)  # made absolute, links resolved
+        src_is_folder = src.is_dir()
+    else:  # an object store's paths start with the bucket's name
+        src, dst = PurePosixPath(src_place.path), PurePosixPath(out_place.path)
+        src_is_folder = True  # a CSV SRC is local
+    if src_is_folder and dst.is_relative_to(src):  # OUT = SRC included
+        raise UserInputError(f"OUT {shown_out!r} is inside SRC {shown_src!r}; choose an OUT outside SRC")
     if src.is_relative_to(dst):
         raise UserInputError(
-            f"SRC {str(source)!r} is inside OUT {str(out)!r}, which a dataset would replace; "
+            f"SRC {shown_src!r} is inside OUT {shown_out!r}, which a dataset would replace; "
             "choose an OUT outside SRC"
         )
-    inside = [track.path for track in discovery.tracks if Path(track.path).is_relative_to(dst)]
-    if inside:
-        raise UserInputError(
-            f"SRC names audio inside OUT {str(out)!r} ({inside[0]}), which a dataset would replace; "
-            "choose an OUT that holds none of the audio"
-        )
+    if src_place.is_local:
+        inside = [track.path for track in discovery.tracks if Path(track.path).is_relative_to(dst)]
+        if inside:
+            raise UserInputError(
+                f"SRC names audio inside OUT {shown_out!r} ({inside[0]}), which a dataset would replace; "
+                "choose an OUT that holds none of the audio"
+            )
 
 
 def files_not_in_manifest(dataset: Path) -> list[str]:
@@ -78,13 +92,52 @@ def files_not_in_manifest(dataset: Path) -> list[str]:
     return found
 
 
+class StagingWriter:
+    """Where a run writes a dataset on a file tree: a staging folder, renamed to OUT once complete."""
+
+    def __init__(self, out: Path, overwrite: bool, progress: Callable[[str], None]) -> None:
+        for stale in remove_interrupted_staging(out):
+            progress(f"removed {stale.name}, left by an interrupted run")
+        self.out, self.overwrite = out, overwrite
+        self.folder = make_staging(out)
+        # Where the featurizing tasks write <split>/<shard file>, and what ends their names.
+        self.shards, self.tag = str(self.folder), ""
+
+    def publish(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest and move the finished dataset into place."""
+        write_manifest(self.folder, manifest)
+        move_into_place(self.folder, self.out, self.overwrite)
+
+    def abandon(self) -> None:
+        """Remove what the run wrote: OUT is as it was."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def owner_line() -> str:
+    """Who is writing a partial dataset, "<host> <pid>": a later run removes it once this process is gone."""
+    return f"{socket.gethostname()} {os.getpid()}\n"
+
+
+def abandoned(owner: str | None) -> bool:
+    """Whether the run an owner line names is gone: it ran on this machine, and its process has ended.
+
+    A run of another machine cannot be checked, and is left alone. No line (or a garbled one) means
+    a run killed a moment after it started.
+    """
+    try:
+        host, pid = (owner or "").split()
+        number = int(pid)
+    except ValueError:
+        host, number = socket.gethostname(), 0
+    return host == socket.gethostname() and not _process_alive(number)
+
+
 def make_staging(out: Path) -> Path:
     """A new hidden sibling of OUT to assemble the dataset in (one filesystem: the move is a rename)."""
     staging = out.parent / f"{_staging_prefix(out)}{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
-        # Who is writing it: a later run removes the folder once this process is gone.
-        (staging / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        (staging / OWNER_FILE).write_text(owner_line())
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise UserInputError(f"cannot write next to OUT {str(out)!r}: {error.strerror}") from None
@@ -96,11 +149,10 @@ def remove_interrupted_staging(out: Path) -> list[Path]:
     removed = []
     for folder in out.parent.glob(f"{_staging_prefix(out)}*"):
         try:
-            host, pid = (folder / OWNER_FILE).read_text().split()
-        except (OSError, ValueError):
-            # Killed before it named its owner, a moment after it was made.
-            host, pid = socket.gethostname(), "0"
-        if host == socket.gethostname() and not _process_alive(int(pid)):
+            owner: str | None = (folder / OWNER_FILE).read_text()
+        except OSError:
+            owner = None  # killed before it named its owner, a moment after it was made
+        if abandoned(owner):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

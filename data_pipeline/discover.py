@@ -1,4 +1,7 @@
-"""Finding the labelled audio files of a source: a `<genre>/<file>` folder or a `path,label` CSV."""
+"""Finding the labelled audio files of a source: a `<genre>/<file>` folder or a `path,label` CSV.
+
+A folder may also be an s3:// or gs:// prefix (genre.storage), listed in one pass; a CSV is local.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,19 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
+
+import pyarrow.fs as pafs
 
 from data_pipeline.audio import AUDIO_EXTENSIONS, is_audio_path
 from data_pipeline.errors import UserInputError
+from genre.storage import Storage, first_line, is_uri, open_storage
 
 
 @dataclass(frozen=True)
 class Track:
-    """One labelled audio file. `track_id` is its path relative to the source, POSIX style."""
+    """One labelled audio file. `track_id` is its path relative to the source, POSIX style; `path`
+    is where it is read from (a path, or a URI)."""
 
     path: str
     track_id: str
@@ -51,24 +58,62 @@ class Discovery:
 
 
 def discover(source: str | Path) -> Discovery:
-    """List the tracks of a folder `<genre>/<file>` or a CSV of `path,label`."""
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise UserInputError(f"source {str(source)!r} does not exist")
-    if source.is_dir():
-        discovery = _discover_folder(source)
-    elif source.suffix.lower() == ".csv":
-        discovery = _discover_csv(source)
+    """List the tracks of a folder `<genre>/<file>` (a path or a URI) or a CSV of `path,label`."""
+    if is_uri(str(source)):
+        root = open_storage(str(source))
+        shown, discovery = str(root), _discover_store(root)
     else:
-        raise UserInputError(
-            f"source {str(source)!r} is neither a folder of <genre>/<file> nor a .csv of path,label"
-        )
+        shown, discovery = str(Path(source).expanduser()), _discover_local(Path(source).expanduser())
     if not discovery.tracks:
         raise UserInputError(
-            f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {str(source)!r}; "
+            f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {shown!r}; "
             "expected SRC/<genre>/<file> or a CSV of path,label"
         )
     discovery.tracks.sort(key=lambda track: track.track_id)
+    return discovery
+
+
+def _discover_local(source: Path) -> Discovery:
+    if not source.exists():
+        raise UserInputError(f"source {str(source)!r} does not exist")
+    if source.is_dir():
+        return _discover_folder(source)
+    if source.suffix.lower() == ".csv":
+        return _discover_csv(source)
+    raise UserInputError(
+        f"source {str(source)!r} is neither a folder of <genre>/<file> nor a .csv of path,label"
+    )
+
+
+def _discover_store(root: Storage) -> Discovery:
+    """A `<genre>/<file>` prefix of an object store: one listing, no file read."""
+    try:
+        kind = root.info().type
+        if kind == pafs.FileType.NotFound:
+            raise UserInputError(
+                f"source {str(root)!r} does not exist (no bucket, or nothing under that prefix)"
+            )
+        if kind != pafs.FileType.Directory:
+            raise UserInputError(
+                f"source {str(root)!r} is not a folder of <genre>/<file>; a CSV of path,label must be a "
+                "local file"
+            )
+        files = root.files()
+    except OSError as error:  # credentials, permissions, the network
+        raise UserInputError(f"cannot list source {str(root)!r}: {first_line(error)}") from None
+    discovery = Discovery(source=str(root), kind="folder")
+    for name in files:
+        relative = PurePosixPath(name)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # hidden files and folders, as in a local folder
+        location = root.child(*relative.parts)
+        if len(relative.parts) < 2:
+            if is_audio_path(relative):
+                discovery.skipped.append(Reject(str(location), "audio file not inside a <genre>/ folder"))
+        elif not is_audio_path(relative):
+            discovery.skipped.append(Reject(str(location), _unsupported(relative)))
+        else:
+            discovery.tracks.append(Track(location.location, relative.as_posix(), relative.parts[0]))
     return discovery
 
 
@@ -188,6 +233,6 @@ def _csv_track_id(written: str, base: Path) -> str:
     return normal.as_posix()
 
 
-def _unsupported(path: Path) -> str:
+def _unsupported(path: PurePath) -> str:
     extension = path.suffix or "(none)"
     return f"unsupported extension {extension!r}; expected one of {', '.join(AUDIO_EXTENSIONS)}"

@@ -6,7 +6,6 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from data_pipeline.audio import AudioDecodeError, load_mono
 from data_pipeline.features import FeatureConfig, LogMelExtractor
 from data_pipeline.shards import segments_table, shard_name, write_shard
 from data_pipeline.split import SPLITS, segment_split
+from genre.storage import open_storage
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,16 @@ class ShardJob:
     """What every featurizing task needs besides its own tracks."""
 
     features: FeatureConfig
+    # The folder (a path, or an s3:// / gs:// URI) that shards go to, as <split>/<shard file>.
     out_dir: str
     protocol: str
     seed: int
     ratios: tuple[float, float, float]
     labels: dict[str, int]
+    # Ends the shard names of a run that writes in place (an object store), "" in a staging folder.
+    shard_tag: str = ""
+    # The dataset's shard groups: train/val/test, or its folds (data_pipeline.split.fold_name).
+    groups: tuple[str, ...] = SPLITS
 
 
 @lru_cache(maxsize=4)
@@ -49,7 +54,7 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             "source_rate": 0,
             "channels": 0,
             "reject": "",
-            **{f"segments_{split}": 0 for split in SPLITS},
+            **{f"segments_{split}": 0 for split in job.groups},
         }
         summaries.append(summary)
         try:
@@ -88,5 +93,7 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             rows["splits"],
             np.stack(rows["mels"]),
         )
-        write_shard(table, Path(job.out_dir) / split / shard_name(row["shard"]))
+        write_shard(
+            table, open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)).location
+        )
     return summaries

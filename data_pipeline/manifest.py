@@ -1,4 +1,9 @@
-"""The dataset manifest: what a prepared folder holds and how it was made."""
+"""The dataset manifest: what a prepared folder holds and how it was made.
+
+A folder is a path or an s3:// or gs:// URI (genre.storage). Its manifest is written last, so a
+folder is a dataset exactly when it holds one: readers need nothing else to tell a finished dataset
+from one being written (on an object store, where shards land in place, this is what makes it safe).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.errors import UserInputError
+from genre.storage import Storage, first_line, open_storage
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -32,25 +38,28 @@ def library_versions() -> dict[str, str]:
 
 def is_dataset(folder: str | Path) -> bool:
     """True when `folder` holds a finished dataset (the manifest is written last)."""
-    return (Path(folder) / MANIFEST_NAME).is_file()
+    return _manifest_file(folder).is_file()
 
 
-def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write `manifest.json` into `folder`."""
-    path = Path(folder) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
+def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
+    """Write `manifest.json` into `folder`, whole: a reader sees no manifest or all of it."""
+    _manifest_file(folder).write_bytes((json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """Load a dataset's manifest, or say clearly that the folder is not a dataset."""
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise UserInputError(
-            f"{str(folder)!r} is not a prepared dataset (no {MANIFEST_NAME}); run `genre prepare` first"
-        )
+    path = _manifest_file(folder)
+    shown = str(folder) if path.is_local else str(open_storage(folder))
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if not path.is_file():
+            raise UserInputError(
+                f"{shown!r} is not a prepared dataset (no {MANIFEST_NAME}); run `genre prepare` first"
+            )
+        text = path.read_bytes()
+    except OSError as error:  # an object store's answer: no such bucket, no permission, no network
+        raise UserInputError(f"cannot read {path}: {first_line(error)}") from None
+    try:
+        manifest = json.loads(text.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(manifest, dict):
@@ -78,4 +87,8 @@ def _listed(keys: list[str]) -> str:
 
 def manifest_hash(folder: str | Path) -> str:
     """SHA-256 of the manifest file: names the exact dataset a result was trained on."""
-    return hashlib.sha256((Path(folder) / MANIFEST_NAME).read_bytes()).hexdigest()
+    return hashlib.sha256(_manifest_file(folder).read_bytes()).hexdigest()
+
+
+def _manifest_file(folder: str | Path) -> Storage:
+    return open_storage(folder).child(MANIFEST_NAME)

@@ -6,42 +6,38 @@ import errno
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import pyarrow.parquet as pq
 import ray
 
-from data_pipeline.dataset_folder import (
-    check_apart,
-    check_out,
-    make_staging,
-    move_into_place,
-    remove_interrupted_staging,
-)
+from data_pipeline.dataset_folder import StagingWriter, check_apart, check_out
+from data_pipeline.dataset_prefix import PrefixWriter, check_prefix
 from data_pipeline.discover import Discovery, Reject, Track, discover
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.featurize import ShardJob, featurize_shard
-from data_pipeline.manifest import FORMAT_VERSION, MANIFEST_NAME, library_versions, write_manifest
+from data_pipeline.manifest import FORMAT_VERSION, MANIFEST_NAME, library_versions
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.screen import screen
-from data_pipeline.shards import COLUMNS, TRACKS_PER_SHARD
+from data_pipeline.shards import COLUMNS, TRACKS_PER_SHARD, written_shards
 from data_pipeline.split import (
     PROTOCOLS,
     SPLITS,
     TrackSplit,
+    fold_name,
     parse_ratios,
     read_split_lists,
     split_by_lists,
     split_by_track,
+    split_into_folds,
 )
+from genre.storage import open_storage, redact
 
 Progress = Callable[[str], None]
 # Writing failed for want of space or permission: the user's to fix, not a bug.
@@ -52,8 +48,9 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 class PrepareConfig:
     """Everything `prepare` needs; the CLI builds it from its arguments."""
 
-    source: Path
-    out: Path
+    # Paths, or s3:// / gs:// URIs (genre.storage); a CSV source is a local file.
+    source: str | Path
+    out: str | Path
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: str = "track"
     split_lists: str | None = None
@@ -62,21 +59,27 @@ class PrepareConfig:
     overwrite: bool = False
     tracks_per_shard: int = TRACKS_PER_SHARD
     ray_address: str | None = None
+    # K folds of whole tracks for cross-validation (genre sweep --cv) instead of train/val/test; 0: off.
+    folds: int = 0
+
+    def groups(self) -> tuple[str, ...]:
+        """The dataset's shard groups: train/val/test, or fold-0 ... fold-(K-1)."""
+        return tuple(fold_name(k) for k in range(self.folds)) if self.folds else SPLITS
 
 
 @dataclass
 class PrepareResult:
     """A finished dataset: where it is, its manifest, and what the run cost."""
 
-    out: Path
+    out: str | Path
     manifest: dict[str, Any]
 
     def summary(self) -> str:
         """A few lines for the terminal: per-split counts, rejects, audio hours, throughput."""
         counts, run = self.manifest["counts"], self.manifest["run"]
-        lines = [f"dataset written to {self.out}"]
+        lines = [f"dataset written to {redact(str(self.out))}"]
         lines.append(f"  {'split':<6} {'tracks':>7} {'segments':>9}")
-        for split in SPLITS:
+        for split in (group for group in counts if group != "total"):
             lines.append(f"  {split:<6} {counts[split]['tracks']:>7} {counts[split]['segments']:>9}")
         total = counts["total"]
         lines.append(f"  {'total':<6} {total['tracks']:>7} {total['segments']:>9}")
@@ -92,17 +95,36 @@ class PrepareResult:
         return "\n".join(lines)
 
 
-def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
-    """Discover, split, featurize in parallel with Ray Data, and move the finished dataset into place.
+class DatasetWriter(Protocol):
+    """Where a run writes its dataset, so that no reader ever takes it for finished before it is."""
 
-    The dataset is assembled in a hidden sibling folder and renamed to `out` only once complete, so
-    a crash part-way never leaves an `out` that looks like a dataset.
+    shards: str  # the folder (path or URI) that featurizing tasks write <split>/<shard file> into
+    tag: str  # what ends this run's shard names ("" when the folder is the run's own)
+
+    def publish(self, manifest: dict[str, Any]) -> None:
+        """Make OUT the finished dataset that `manifest` describes."""
+
+    def abandon(self) -> None:
+        """Delete what the run wrote; OUT is left as it was."""
+
+
+def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
+    """Discover, split, featurize in parallel with Ray Data, and make OUT the finished dataset.
+
+    On a file tree the dataset is assembled in a hidden sibling folder and renamed to `out` only once
+    complete; on an object store its shards are written under `out` and the manifest after them (see
+    data_pipeline.dataset_prefix). Either way a crash part-way never leaves an `out` that reads as a
+    dataset.
     """
     started = time.perf_counter()
     ratios = parse_ratios(config.ratios)
     found = discover(config.source)
     check_apart(config.source, config.out, found)
-    check_out(config.out, config.overwrite)
+    out = open_storage(config.out)
+    if out.is_local:
+        check_out(Path(config.out), config.overwrite)
+    else:
+        check_prefix(out, config.overwrite)
     discovery = screen(found, config.features.segment_seconds)
     track_split = _plan_split(config, discovery, ratios)
     tracks = [
@@ -113,24 +135,28 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         f"prepare: {len(tracks)} tracks in {len(labels)} genres from {discovery.source} "
         f"({len(discovery.skipped)} files skipped)"
     )
-    for stale in remove_interrupted_staging(config.out):
-        progress(f"removed {stale.name}, left by an interrupted run")
-    staging = make_staging(config.out)
+    writer: DatasetWriter = (
+        StagingWriter(Path(config.out), config.overwrite, progress)
+        if out.is_local
+        else PrefixWriter(out, config.overwrite, progress)
+    )
     try:
         connect_ray(config.ray_address)
-        job = ShardJob(config.features, str(staging), config.split, config.seed, ratios, labels)
+        job = ShardJob(
+            config.features, writer.shards, config.split, config.seed, ratios, labels, writer.tag,
+            groups=config.groups(),
+        )  # fmt: skip
         summaries = _run_featurize(tracks, track_split, config.tracks_per_shard, job, progress, started)
-        manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, staging)
+        manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, writer)
         _check_every_split_has_every_genre(config, summaries, labels, ratios)
         manifest["run"] = _run_stats(summaries, time.perf_counter() - started)
-        write_manifest(staging, manifest)
-        move_into_place(staging, config.out, config.overwrite)
+        writer.publish(manifest)
     except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        writer.abandon()
         disk_error = _disk_error(error)
         if disk_error is not None:
             raise UserInputError(
-                f"cannot write the dataset next to OUT {str(config.out)!r}: {disk_error}; "
+                f"cannot write the dataset next to OUT {redact(str(config.out))!r}: {disk_error}; "
                 "nothing was kept: free space or choose another OUT"
             ) from None
         raise
@@ -154,6 +180,14 @@ def _plan_split(config: PrepareConfig, discovery: Discovery, ratios: tuple[float
 def _split(config: PrepareConfig, tracks: list[Track], ratios: tuple[float, ...]) -> TrackSplit:
     if config.split not in PROTOCOLS:
         raise UserInputError(f"--split must be one of {', '.join(PROTOCOLS)}, not {config.split!r}")
+    if config.folds:
+        if config.split == "segment":
+            raise UserInputError(
+                "--split segment draws segments one by one into train/val/test; --folds holds whole tracks"
+            )
+        if config.split_lists:
+            raise UserInputError("--split-lists fixes the test tracks; --folds tests on every fold in turn")
+        return split_into_folds(tracks, config.folds, config.seed)
     if config.split == "segment":
         if config.split_lists:
             raise UserInputError("--split-lists assigns whole tracks; it cannot be used with --split segment")
@@ -193,7 +227,8 @@ def _run_featurize(
         return track_split.assignment.get(track.track_id, "")
 
     # Tracks of one split share a shard, so a track-protocol task writes a single file.
-    ordered = sorted(tracks, key=lambda t: (SPLITS.index(split_of(t)) if split_of(t) else 0, t.track_id))
+    groups = job.groups
+    ordered = sorted(tracks, key=lambda t: (groups.index(split_of(t)) if split_of(t) else 0, t.track_id))
     shards = [
         {
             "shard": index,
@@ -242,7 +277,8 @@ def _check_every_split_has_every_genre(
     """After decoding: a file that failed only then must not have left a split without a genre."""
     if config.split != "track" or config.split_lists:
         return  # segments are drawn one by one; split lists are the user's to fill
-    for split, ratio in zip(SPLITS, ratios, strict=True):
+    shares = [1.0] * config.folds if config.folds else ratios
+    for split, ratio in zip(config.groups(), shares, strict=True):
         present = {s["genre"] for s in summaries if not s["reject"] and s[f"segments_{split}"] > 0}
         missing = sorted(set(labels) - present)
         if ratio > 0 and missing:
@@ -259,27 +295,33 @@ def _build_manifest(
     ratios: tuple[float, ...],
     labels: dict[str, int],
     summaries: list[dict[str, Any]],
-    staging: Path,
+    writer: DatasetWriter,
 ) -> dict[str, Any]:
-    rejects = list(discovery.skipped) + [Reject(s["path"], s["reject"]) for s in summaries if s["reject"]]
+    # A URI's secret key, if written into it, stays out of the manifest.
+    failed = [Reject(redact(s["path"]), s["reject"]) for s in summaries if s["reject"]]
+    rejects = [*discovery.skipped, *failed]
     accepted = [s for s in summaries if not s["reject"]]
     counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
+    groups = config.groups()
+    for split in groups:
         counts[split] = {
             "tracks": sum(1 for s in accepted if s[f"segments_{split}"] > 0),
             "segments": sum(s[f"segments_{split}"] for s in accepted),
         }
     counts["total"] = {
         "tracks": len(accepted),
-        "segments": sum(counts[split]["segments"] for split in SPLITS),
+        "segments": sum(counts[split]["segments"] for split in groups),
     }
+    method = "lists" if config.split_lists else "stratified" if config.split == "track" else "random"
     split_info: dict[str, Any] = {
         "protocol": config.split,
-        "method": "lists" if config.split_lists else "stratified" if config.split == "track" else "random",
+        "method": f"{config.folds} folds, stratified" if config.folds else method,
         "seed": config.seed,
-        "ratios": dict(zip(SPLITS, ratios, strict=True)),
+        "ratios": None if config.folds else dict(zip(SPLITS, ratios, strict=True)),
         "leaks_tracks_across_splits": config.split == "segment",
     }
+    if config.folds:
+        split_info["folds"] = config.folds
     if config.split_lists:
         split_info["lists"] = str(config.split_lists)
         split_info["listed_but_missing"] = track_split.missing_listed
@@ -293,18 +335,10 @@ def _build_manifest(
         "columns": list(COLUMNS),
         "split": split_info,
         "counts": counts,
-        "shards": _list_shards(staging),
+        "shards": written_shards(writer.shards, groups, writer.tag),
         "rejects": [r.to_dict() for r in rejects],
         "versions": library_versions(),
     }
-
-
-def _list_shards(folder: Path) -> dict[str, list[dict[str, Any]]]:
-    shards: dict[str, list[dict[str, Any]]] = {}
-    for split in SPLITS:
-        files = sorted((folder / split).glob("*.parquet"))
-        shards[split] = [{"path": f"{split}/{f.name}", "rows": pq.read_metadata(f).num_rows} for f in files]
-    return shards
 
 
 def _run_stats(summaries: list[dict[str, Any]], wall_seconds: float) -> dict[str, float]:

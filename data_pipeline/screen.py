@@ -2,6 +2,8 @@
 
 A broken file must not take a place in a split: with two good and three broken rock tracks, a split
 made first could send both good ones to val and test, and train would get no rock at all.
+On an object store a header costs one ranged request per file (data_pipeline.audio), so the same
+screen runs there, threads waiting on the requests.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from data_pipeline.audio import AudioDecodeError, probe_audio
 from data_pipeline.discover import Discovery, Reject, Track
 from data_pipeline.errors import UserInputError
+from genre.storage import redact
 
-# Reading headers waits on the disk (or NFS), not the CPU: threads, and more of them than cores.
+# Reading headers waits on the disk (NFS, an object store), not the CPU: threads, more than cores.
 PROBE_THREADS = 16
 
 
@@ -24,13 +27,14 @@ def screen(discovery: Discovery, min_seconds: float) -> Discovery:
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
         reasons = list(pool.map(lambda track: _unusable_because(track, min_seconds), discovery.tracks))
     usable = [track for track, reason in zip(discovery.tracks, reasons, strict=True) if not reason]
-    rejected = [
-        Reject(track.path, reason) for track, reason in zip(discovery.tracks, reasons, strict=True) if reason
-    ]
+    failed = [(track, reason) for track, reason in zip(discovery.tracks, reasons, strict=True) if reason]
+    # A URI's secret key, if written into it, stays out of the rejects list and messages.
+    rejected = [Reject(redact(track.path), reason) for track, reason in failed]
     lost = sorted(set(discovery.genres) - {track.genre for track in usable})
     if lost:
-        genre_of = {track.path: track.genre for track in discovery.tracks}
-        first = next(reject for reject in rejected if genre_of[reject.path] == lost[0])
+        first = next(
+            reject for reject, (track, _) in zip(rejected, failed, strict=True) if track.genre == lost[0]
+        )
         others = f"; nor of {', '.join(map(repr, lost[1:]))}" if len(lost) > 1 else ""
         raise UserInputError(
             f"no file of genre {lost[0]!r} can be used ({first.path}: {first.reason}){others}"

@@ -1,17 +1,24 @@
-"""The Parquet shard format: one row per segment, a float16 log-mel tensor per row."""
+"""The Parquet shard format: one row per segment, a float16 log-mel tensor per row.
+
+A dataset is a folder or an s3:// / gs:// prefix (genre.storage): shards are read and written
+through its pyarrow filesystem, opened in each process from the location's text.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import read_manifest
+from genre.storage import Storage, first_line, open_storage
 
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
@@ -20,11 +27,13 @@ MEL_DTYPE = np.float16
 # busy on small collections, few enough files to keep reading fast on large ones.
 TRACKS_PER_SHARD = 8
 _PREPARE_AGAIN = "prepare the dataset again (genre prepare SRC DATA --overwrite)"
+# Shard footers and files read at once: on an object store each is a request that mostly waits.
+READ_THREADS = 16
 
 
-def shard_name(index: int) -> str:
-    """File name of the shard written by featurizing task `index`."""
-    return f"part-{index:05d}.parquet"
+def shard_name(index: int, tag: str = "") -> str:
+    """File name of the shard written by featurizing task `index` (of the run named `tag`, if any)."""
+    return f"part-{index:05d}{f'-{tag}' if tag else ''}.parquet"
 
 
 def segments_table(
@@ -49,47 +58,88 @@ def segments_table(
     )
 
 
-def write_shard(table: pa.Table, path: str | Path) -> None:
+def write_shard(table: pa.Table, location: str | Path) -> None:
     """Write one shard; a retried task overwrites its own file, so retries never duplicate rows."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    target = open_storage(location)
+    if target.is_local:
+        Path(target.path).parent.mkdir(parents=True, exist_ok=True)
     # Dictionary encoding and min/max statistics of the mel values cost 2.5x the write time and
     # help no reader: keep them for the small columns only.
     small = ["track_id", "segment", "label", "genre", "split"]
-    pq.write_table(table, str(path), use_dictionary=["track_id", "genre", "split"], write_statistics=small)
+    pq.write_table(
+        table,
+        target.path,
+        filesystem=target.filesystem,
+        use_dictionary=["track_id", "genre", "split"],
+        write_statistics=small,
+    )
+
+
+def written_shards(
+    folder: str | Path, groups: Sequence[str], tag: str = ""
+) -> dict[str, list[dict[str, Any]]]:
+    """The manifest's `shards`: per group (split), its files in `folder` of the run named `tag` (all
+    `.parquet` files when none), sorted, with their row counts from the footers."""
+    place = open_storage(folder)
+    ending = f"-{tag}.parquet" if tag else ".parquet"
+    found = [path for path in place.files() if path.endswith(ending) and path.count("/") == 1]
+    paths = {group: [path for path in found if path.startswith(f"{group}/")] for group in groups}
+    listed = [path for group in groups for path in paths[group]]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        rows = dict(
+            zip(listed, pool.map(lambda path: _footer(place.child(path)).num_rows, listed), strict=True)
+        )
+    return {group: [{"path": path, "rows": rows[path]} for path in paths[group]] for group in groups}
 
 
 def check_shards(dataset: str | Path, manifest: dict[str, Any]) -> None:
     """Every shard the manifest lists is there, readable, and holds the rows the manifest says.
 
-    Cheap (Parquet footers only), and before Ray starts: a damaged file is named in one line instead
-    of failing a trial with a reader's traceback.
+    Cheap (Parquet footers only, read a few at once), and before Ray starts: a damaged file is named
+    in one line instead of failing a trial with a reader's traceback.
     """
-    for split, shards in manifest["shards"].items():
-        for shard in shards:
-            path = Path(dataset) / shard["path"]
-            try:
-                metadata = pq.read_metadata(path)
-            except FileNotFoundError:
-                raise UserInputError(
-                    f"{path} is missing: the {split} split is incomplete; {_PREPARE_AGAIN}"
-                ) from None
-            except (OSError, pa.ArrowException) as error:
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                raise UserInputError(
-                    f"{path} is not a readable Parquet shard ({reason}); {_PREPARE_AGAIN}"
-                ) from None
-            missing = [c for c in COLUMNS if c not in metadata.schema.to_arrow_schema().names]
-            if missing or metadata.num_rows != shard["rows"]:
-                found = f"lacks {', '.join(missing)}" if missing else f"holds {metadata.num_rows} rows"
-                raise UserInputError(
-                    f"{path} {found}, not the {shard['rows']} rows of columns {', '.join(COLUMNS)} that "
-                    f"the manifest lists; {_PREPARE_AGAIN}"
-                )
+    place = open_storage(dataset)
+    listed = [(split, shard) for split, shards in manifest["shards"].items() for shard in shards]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        # map's results come in the manifest's order: the first bad shard listed is the one named.
+        list(pool.map(lambda listing: _check_shard(place, *listing), listed))
 
 
-def shard_paths(dataset: str | Path, manifest: dict[str, Any], split: str) -> list[str]:
-    """The files of one split, as the manifest lists them (a stray file in the folder is not read)."""
-    return [str(Path(dataset) / shard["path"]) for shard in manifest["shards"][split]]
+def _check_shard(dataset: Storage, split: str, shard: dict[str, Any]) -> None:
+    path = dataset.child(shard["path"])
+    try:
+        metadata = _footer(path)
+    except FileNotFoundError:
+        raise UserInputError(
+            f"{path} is missing: the {split} split is incomplete; {_PREPARE_AGAIN}"
+        ) from None
+    except (OSError, pa.ArrowException) as error:
+        reason = first_line(error)
+        raise UserInputError(f"{path} is not a readable Parquet shard ({reason}); {_PREPARE_AGAIN}") from None
+    missing = [c for c in COLUMNS if c not in metadata.schema.to_arrow_schema().names]
+    if missing or metadata.num_rows != shard["rows"]:
+        found = f"lacks {', '.join(missing)}" if missing else f"holds {metadata.num_rows} rows"
+        raise UserInputError(
+            f"{path} {found}, not the {shard['rows']} rows of columns {', '.join(COLUMNS)} that "
+            f"the manifest lists; {_PREPARE_AGAIN}"
+        )
+
+
+def _footer(shard: Storage) -> pq.FileMetaData:
+    return pq.read_metadata(shard.path, filesystem=shard.filesystem)
+
+
+def shard_files(
+    dataset: str | Path, manifest: dict[str, Any], split: str
+) -> tuple[pafs.FileSystem, list[str]]:
+    """The files of one split, as the manifest lists them (a stray file in the folder is not read):
+    the dataset's filesystem, and their paths in it, as pyarrow and Ray Data read them.
+
+    `split` may name several of the manifest's shard groups, comma-separated (a cross-validation
+    trial's train folds: "fold-0,fold-3")."""
+    place = open_storage(dataset)
+    groups = split.split(",")
+    return place.filesystem, [place.child(s["path"]).path for g in groups for s in manifest["shards"][g]]
 
 
 def read_mels(table: pa.Table) -> np.ndarray:
@@ -102,10 +152,15 @@ def read_split(dataset: str | Path, split: str, columns: Sequence[str] | None = 
 
     The files are the manifest's, as the sweep reads them: a stray file in the folder is not read.
     """
-    files = shard_paths(dataset, read_manifest(dataset), split)
+    filesystem, files = shard_files(dataset, read_manifest(dataset), split)
     if not files:
         return pa.schema([]).empty_table()
-    table = pa.concat_tables(pq.read_table(f, columns=list(columns) if columns else None) for f in files)
+
+    def read(path: str) -> pa.Table:
+        return pq.read_table(path, columns=list(columns) if columns else None, filesystem=filesystem)
+
+    with ThreadPoolExecutor(min(READ_THREADS, len(files))) as pool:
+        table = pa.concat_tables(pool.map(read, files))  # in the manifest's order
     if {"track_id", "segment"} <= set(table.column_names):
         table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
     return table

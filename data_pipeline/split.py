@@ -96,6 +96,54 @@ def split_by_track(tracks: Sequence[Track], ratios: Sequence[float], seed: int) 
     return TrackSplit(assignment)
 
 
+def fold_name(fold: int) -> str:
+    """The shard group (folder and manifest key) of fold `fold` in a dataset prepared with --folds."""
+    return f"fold-{fold}"
+
+
+def cv_splits(fold: int, folds: int) -> dict[str, str]:
+    """Cross-validation trial `fold`'s view: it tests on its fold, validates on the next, trains on the rest.
+
+    {"test": "fold-k", "val": "fold-(k+1 mod K)", "train": "fold-a,fold-b,..."}: each value names the
+    shard groups of that split, comma-separated.
+    """
+    if not 0 <= fold < folds or folds < 3:
+        raise ValueError(f"fold {fold} of {folds}: need 0 <= fold < folds and at least 3 folds")
+    val = (fold + 1) % folds
+    train = [fold_name(k) for k in range(folds) if k not in (fold, val)]
+    return {"train": ",".join(train), "val": fold_name(val), "test": fold_name(fold)}
+
+
+def split_into_folds(tracks: Sequence[Track], folds: int, seed: int) -> TrackSplit:
+    """Stratified k-fold by track, seeded: each genre's tracks shuffled, then dealt into the folds in turn.
+
+    Each genre starts dealing where the previous one stopped, so fold sizes differ by at most one
+    track overall, and a genre's tracks by at most one between folds. Tracks are never split.
+    """
+    if folds < 3:
+        raise UserInputError(
+            f"--folds {folds}: cross-validation needs at least 3 folds (one to test, one to validate, one "
+            "to train on)"
+        )
+    by_genre: dict[str, list[str]] = defaultdict(list)
+    for track in tracks:
+        by_genre[track.genre].append(track.track_id)
+    assignment: dict[str, str] = {}
+    dealt = 0
+    for genre, track_ids in sorted(by_genre.items()):
+        if len(track_ids) < folds:
+            raise UserInputError(
+                f"genre {genre!r} has {len(track_ids)} track(s); --folds {folds} needs at least {folds} per "
+                "genre, so that every fold holds each genre (add tracks, or use fewer folds)"
+            )
+        shuffled = sorted(track_ids)
+        random.Random(f"{seed}:folds:{genre}").shuffle(shuffled)
+        for track_id in shuffled:
+            assignment[track_id] = fold_name(dealt % folds)
+            dealt += 1
+    return TrackSplit(assignment)
+
+
 def segment_split(seed: int, track_id: str, segment: int, ratios: Sequence[float]) -> str:
     """The 2021 study's protocol: each segment drawn into a split on its own (tracks leak)."""
     draw = random.Random(f"{seed}:{track_id}:{segment}").random()

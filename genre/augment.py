@@ -110,6 +110,17 @@ def bundle(name: str) -> Augment:
     return BUNDLES[name]
 
 
+def describe(values: dict[str, Any]) -> str:
+    """A trial's augmentation for its results row: "none", a bundle's name, or what is set."""
+    augment = Augment.from_dict(values)
+    if not augment.active:
+        return "none"
+    named = [name for name, known in BUNDLES.items() if known == augment]
+    if named:
+        return named[0]
+    return ",".join(f"{k}={v:g}" for k, v in augment.to_dict().items() if v and (k != "masks" or v > 1))
+
+
 class Augmenter:
     """Applies an `Augment` to training batches, on their own device, the same for the same seed.
 

@@ -117,10 +117,11 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
         "prepare",
         help="audio folder or CSV -> log-mel Parquet shards (Ray Data)",
         description="Turn SRC (a folder <genre>/<file>, or a CSV of path,label) into log-mel "
-        "Parquet shards and a manifest in OUT, in parallel with Ray Data.",
+        "Parquet shards and a manifest in OUT, in parallel with Ray Data. SRC (a folder) and OUT may "
+        "be s3:// or gs:// URIs.",
     )
-    parser.add_argument("src", type=Path, metavar="SRC")
-    parser.add_argument("out", type=Path, metavar="OUT")
+    parser.add_argument("src", metavar="SRC", help="a folder (path or s3://, gs:// URI) or a local CSV")
+    parser.add_argument("out", metavar="OUT", help="a folder (path or s3://, gs:// URI)")
     parser.add_argument(
         "--split",
         choices=PROTOCOLS,
@@ -135,6 +136,13 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
         "for the shipped fault-filtered GTZAN split",
     )
     parser.add_argument("--ratios", default="0.6,0.2,0.2", help="train,val,test shares (default 0.6,0.2,0.2)")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K folds of whole tracks, stratified by genre, for `genre sweep --cv`, not train/val/test",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     parser.add_argument("--segment-seconds", type=float, default=defaults.segment_seconds)
     parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate)
@@ -167,6 +175,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         tracks_per_shard=args.tracks_per_shard,
         ray_address=args.address,
+        folds=args.folds,
     )
     result = prepare(config)
     print(result.summary())
@@ -193,6 +202,7 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
     # Only light modules here: building the parser must not import torch or Ray Tune (seconds).
+    from genre.augment import BUNDLES as AUGMENT_BUNDLES
     from genre.config import AMP_MODES, PRETRAINED_MODES, TrainConfig
     from genre.sweep_config import SCHEDULERS
     from genre.sweep_record import SWEEP_FILE
@@ -209,7 +219,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     )
     # Optional here only so that --config may name them; one of the two must.
     parser.add_argument(
-        "data", type=Path, nargs="?", metavar="DATA", help="a folder written by `genre prepare`"
+        "data", nargs="?", metavar="DATA", help="a folder written by `genre prepare` (a path or s3://, gs://)"
     )
     parser.add_argument("out", type=Path, nargs="?", metavar="OUT")
     parser.add_argument(
@@ -226,6 +236,20 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dropout", type=float, help="dropout (default: each model's)")
     parser.add_argument(
         "--seed", type=int, help=f"seeds weights, shuffling and sampling (default {defaults.seed})"
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENT_BUNDLES,
+        help="augment the training batches: study (none, the default), light (SpecAugment masks), strong "
+        "(masks, mixup, gain); the options below change single values of the bundle",
+    )
+    parser.add_argument("--freq-mask", type=int, metavar="BANDS", help="widest frequency mask, mel bands")
+    parser.add_argument("--time-mask", type=int, metavar="FRAMES", help="widest time mask, frames")
+    parser.add_argument(
+        "--mixup", type=float, metavar="ALPHA", help="mixup with weights from Beta(ALPHA, ALPHA)"
+    )
+    parser.add_argument(
+        "--gain-db", type=float, metavar="DB", help="random gain: a window's floor rises by up to DB dB"
     )
     parser.add_argument(
         "--amp",
@@ -255,6 +279,19 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help="hold a worker's share of the train split in memory (GPU memory on a GPU) when it is at "
         "most this size; larger ones stream from Ray Data every epoch; 0 always streams "
         f"(default {defaults.train_in_memory_mib})",
+    )
+    parser.add_argument(
+        "--cv",
+        action="store_const",
+        const=True,
+        help="cross-validation on a dataset prepared with --folds K: K trials per model, trial k testing "
+        "on fold k, validating on the next, training on the rest",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="run every trial with N seeds (--seed, --seed+1, ...), for a spread of each score (default 1)",
     )
     parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial (default 1)")
     parser.add_argument(
@@ -360,11 +397,12 @@ def _with_config_file(args: argparse.Namespace) -> argparse.Namespace:
 
     parser.error = refuse  # an instance attribute, shadowing argparse's print-and-exit for this parse
     try:
-        from_file = parser.parse_args(as_arguments(options, {name: flag(name) for name in options}))
+        switches = frozenset(action.dest for action in parser._actions if action.nargs == 0)
+        from_file = parser.parse_args(as_arguments(options, {name: flag(name) for name in options}, switches))
     finally:
         del parser.error
     if args.out is None and "data" in options and "out" not in options:
-        args.data, args.out = None, args.data  # `genre sweep --config FILE OUT`: the file names DATA
+        args.data, args.out = None, Path(args.data)  # `genre sweep --config FILE OUT`: the file names DATA
     given = {name: value for name, value in vars(args).items() if value is not None}
     return argparse.Namespace(**{**vars(from_file), **given})
 
@@ -515,7 +553,9 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         description="Score a sweep's best model (or --model's best trial) on DATA's test split at "
         "segment and track level; write metrics.json, per_genre.csv and confusion matrices (CSV, PNG).",
     )
-    parser.add_argument("data", type=Path, metavar="DATA", help="a folder written by `genre prepare`")
+    parser.add_argument(
+        "data", metavar="DATA", help="a folder written by `genre prepare` (a path or s3://, gs://)"
+    )
     parser.add_argument("--run", type=Path, required=True, help="a folder written by `genre sweep`")
     parser.add_argument("--model", help="evaluate this model's best trial")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genre.augment import Augment, bundle
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PRETRAINED_MODES = ("auto", "yes", "no")
 # The validation score that picks a trial's best epoch, ASHA's metric and a run's best trial.
@@ -33,6 +35,13 @@ class TrainConfig:
     train_in_memory_mib: int = 2048
     # Rows held for shuffling a streamed train split; a fresh order every epoch.
     shuffle_buffer: int = 2048
+    # Augmenting the training batches (genre.augment): a named bundle ("study": none, as the study
+    # trained), each of whose values the options below override when set.
+    augment: str = "study"
+    freq_mask: int | None = None  # the widest frequency mask, mel bands
+    time_mask: int | None = None  # the widest time mask, frames
+    mixup: float | None = None  # mixup's Beta(alpha, alpha)
+    gain_db: float | None = None  # how far a window's floor may rise, dB
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -47,6 +56,18 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        self.augmentation()  # a bad bundle name or value is refused here, before anything runs
+
+    def augmentation(self) -> Augment:
+        """What each trial does to its training batches: the bundle, with the options set over it."""
+        overrides = {
+            "freq_mask": self.freq_mask,
+            "time_mask": self.time_mask,
+            "mixup_alpha": self.mixup,
+            "gain_db": self.gain_db,
+        }
+        chosen = bundle(self.augment)
+        return dataclasses.replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,6 +100,11 @@ class TrialConfig:
     seed: int
     train_in_memory_mib: int
     shuffle_buffer: int
+    # What the trial does to its training batches (genre.augment.Augment.to_dict()); empty: nothing.
+    augment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Cross-validation: the fold this trial tests on, of `folds` (-1 and 0: not a cross-validation trial).
+    fold: int = -1
+    folds: int = 0
     # The trial's folder in the run storage: its best checkpoint and attempt count.
     folder: str = ""
     torch_threads: int = 1
@@ -100,8 +126,19 @@ class TrialConfig:
         values = {name: getattr(train, name) for name in _SHARED}
         values["lr"] = (train.lr or defaults.lr) * sampled.get("lr_scale", 1.0)
         values["dropout"] = defaults.dropout if train.dropout is None else train.dropout
-        values.update({k: sampled[k] for k in ("batch_size", "dropout") if k in sampled})
+        values.update({k: sampled[k] for k in ("batch_size", "dropout", "seed", "fold") if k in sampled})
+        augment = train.augmentation()
+        values["augment"] = augment.to_dict() if augment.active else {}
         return cls(model=model, **{**values, **run})
+
+    def data_view(self) -> dict[str, str]:
+        """{split: the dataset's shard groups it reads}, comma-separated: the dataset's own splits, or
+        this trial's folds in a cross-validation (data_pipeline.split.cv_splits)."""
+        from data_pipeline.split import SPLITS, cv_splits
+
+        if self.folds and self.fold >= 0:
+            return cv_splits(self.fold, self.folds)
+        return {split: split for split in SPLITS}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,7 +150,11 @@ class TrialConfig:
 
 
 # TrainConfig's fields that a trial takes as they are.
-_SHARED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("lr", "dropout"))
+# (The learning rate and dropout are each model's unless set; the augmentation options resolve into one.)
+_AUGMENT_OPTIONS = ("augment", "freq_mask", "time_mask", "mixup", "gain_db")
+_SHARED = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("lr", "dropout", *_AUGMENT_OPTIONS)
+)
 
 
 @dataclass(frozen=True)

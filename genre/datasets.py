@@ -25,8 +25,9 @@ import ray.train
 import ray.util
 
 from data_pipeline.manifest import read_manifest
-from data_pipeline.shards import read_mels, read_split, shard_paths
+from data_pipeline.shards import read_mels, read_split, shard_files
 from genre.config import TrialConfig
+from genre.storage import is_uri
 
 if TYPE_CHECKING:
     import torch
@@ -63,8 +64,10 @@ def open_datasets(data: str | Path, train_held: bool) -> dict[str, ray.data.Data
     context.enable_progress_bars = False
     # Batches in file order: with the seeded shuffle buffer, the same seed gives the same metrics.
     context.execution_options.preserve_order = True
-    files = shard_paths(data, read_manifest(data), TRAIN)
-    return {STREAMED_TRAIN: ray.data.read_parquet(files, columns=["mel", "label"]).materialize()}
+    # DATA's filesystem (an S3 or GCS one for a URI) goes with the read tasks, as Ray Data's own does.
+    filesystem, files = shard_files(data, read_manifest(data), TRAIN)
+    train = ray.data.read_parquet(files, columns=["mel", "label"], filesystem=filesystem)
+    return {STREAMED_TRAIN: train.materialize()}
 
 
 def trial_datasets(
@@ -76,7 +79,9 @@ def trial_datasets(
 
 
 def read_windows(data: str | Path, split: str, device: torch.device, with_tracks: bool = False) -> Windows:
-    """One split of the dataset in DATA, whole and in its shards' order, as tensors on `device`."""
+    """One split of the dataset in DATA, whole and in its shards' order, as tensors on `device`.
+
+    DATA is a path or a URI: this process opens DATA's filesystem itself, from the text."""
     import torch
 
     from genre.windows import Windows
@@ -85,6 +90,8 @@ def read_windows(data: str | Path, split: str, device: torch.device, with_tracks
     try:
         table = read_split(data, split, columns=columns)
     except FileNotFoundError as error:
+        if is_uri(str(data)):
+            raise  # a shard gone from the bucket since the sweep's check: the message names it
         # A node the autoscaler added after the sweep's check of every node, without DATA's mount.
         raise FileNotFoundError(
             f"node {ray.util.get_node_ip_address()} cannot read {error.filename or data}: DATA must be on "

@@ -22,6 +22,7 @@ from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import check_shards, read_mels, read_split
 from genre.checkpoints import LoadedModel
 from genre.metrics import level_metrics, track_probabilities
+from genre.storage import redact
 
 
 @dataclass
@@ -43,7 +44,8 @@ def evaluate(
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
 ) -> Evaluation:
-    """Score `checkpoint` on `data`'s `split`; write metrics.json, per_genre.csv, confusion_*.csv/.png.
+    """Score `checkpoint` on `data`'s `split` (DATA a path or an s3:// / gs:// URI); write metrics.json,
+    per_genre.csv, confusion_*.csv/.png.
 
     `device`: cpu, cuda, cuda:N or auto; `batch_size`: windows per forward pass (None: by device)."""
     manifest = read_manifest(data)
@@ -91,7 +93,7 @@ def evaluate(
     report = {
         "model": loaded.name,
         "checkpoint": str(checkpoint),
-        "data": str(data),
+        "data": redact(str(data)),
         "split": split,
         "device": str(loaded.device),
         "amp": loaded.amp,

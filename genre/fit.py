@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from genre.amp import autocast
+from genre.augment import Augmenter
 from genre.config import BEST_BY
 from genre.inference import as_model_input, segment_probabilities
 from genre.metrics import split_metrics
@@ -103,16 +104,18 @@ def fit(
     validate: Validate,
     report: Report,
     best_weights: Weights | None = None,
+    augmenter: Augmenter | None = None,
 ) -> Weights:
     """Train from `state` up to `epochs`; return the best epoch's weights (on the CPU).
 
     `batches(epoch)` gives one epoch's batches; `validate(model)` scores it (an empty dict on
     workers that do not score); `report(metrics, state, best_weights)` is called after every epoch,
-    with `state` already advanced: a checkpoint taken there resumes at the next epoch.
+    with `state` already advanced: a checkpoint taken there resumes at the next epoch. `augmenter`
+    (genre.augment) changes the training batches only; validation and scoring never see it.
     """
     for epoch in range(state.epoch + 1, epochs):
         started = time.perf_counter()
-        metrics = {"epoch": epoch, **train_epoch(training, batches(epoch))}
+        metrics = {"epoch": epoch, **train_epoch(training, batches(epoch), augmenter, epoch)}
         metrics["train_s"] = metrics.pop("train_seconds")
         state.train_seconds += metrics["train_s"]
         state.samples += int(metrics.pop("samples"))
@@ -137,16 +140,26 @@ def fit(
     return best_weights
 
 
-def train_epoch(training: Training, batches: Iterable[Batch]) -> dict[str, float]:
-    """One pass over `batches`: loss and running accuracy over all workers, seconds, samples seen."""
+def train_epoch(
+    training: Training, batches: Iterable[Batch], augmenter: Augmenter | None = None, epoch: int = 0
+) -> dict[str, float]:
+    """One pass over `batches`: loss and running accuracy over all workers, seconds, samples seen.
+
+    With an `augmenter`, each batch is augmented first (seeded by the epoch and the batch's index);
+    with mixup its targets are probabilities, and the running accuracy is against each window's own label.
+    """
     model, device = training.model, training.device
     loss_mean = MeanMetric().to(device)
     running_accuracy = MulticlassAccuracy(num_classes=training.num_classes, average="micro").to(device)
     started = time.perf_counter()
     seen = 0
     model.train()
-    for batch in batches:
-        inputs, targets = as_model_input(batch["mel"], device), batch["label"].to(device).long()
+    for index, batch in enumerate(batches):
+        mel, labels = batch["mel"], batch["label"].to(device).long()
+        targets: torch.Tensor = labels
+        if augmenter is not None:
+            mel, targets = augmenter(torch.as_tensor(mel, device=device), labels, epoch=epoch, batch=index)
+        inputs = as_model_input(mel, device)
         with autocast(training.amp, device):
             logits = model(inputs)
             # On float32 logits: the study applied softmax before a cross-entropy that applies it again.
@@ -155,9 +168,9 @@ def train_epoch(training: Training, batches: Iterable[Batch]) -> dict[str, float
         training.scaler.scale(loss).backward()
         training.scaler.step(training.optimizer)
         training.scaler.update()
-        loss_mean.update(loss.detach(), weight=len(targets))
-        running_accuracy.update(logits.detach().argmax(dim=1), targets)
-        seen += len(targets)
+        loss_mean.update(loss.detach(), weight=len(labels))
+        running_accuracy.update(logits.detach().argmax(dim=1), labels)
+        seen += len(labels)
     # compute() all-reduces across data-parallel workers: these cover the whole training set.
     return {
         "train_loss": float(loss_mean.compute()) if seen else float("nan"),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from genre.augment import describe
 from genre.metric_names import metric_columns
 from genre.models import model_names
 from genre.results_text import results_markdown
@@ -35,7 +36,9 @@ TABLE_COLUMNS = [
     "lr",
     "batch_size",
     "dropout",
+    "augment",
     "seed",
+    "fold",
     *metric_columns(),
     "retries",
     "started_at",
@@ -102,6 +105,8 @@ def collect(
             "split_protocol": header["split_protocol"],
             "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
             "seed": trial.seed,
+            "fold": trial.fold,
+            "augment": describe(trial.augment),  # -1 outside a cross-validation (genre.summary.NO_FOLD)
             "lr": trial.lr,
             "batch_size": trial.batch_size,
             "dropout": trial.dropout,

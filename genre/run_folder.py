@@ -94,6 +94,8 @@ class RunFolder:
             "csv": self.out / "results.csv",
             "markdown": self.out / "results.md",
             "history": self.out / "history.parquet",
+            # Per model, the test scores' mean and 95% interval over folds and seeds (genre.summary).
+            "summary": self.out / "summary.csv",
         }
 
     @property
@@ -123,16 +125,23 @@ class RunFolder:
         return pd.read_parquet(path)
 
     def best_checkpoint(self, model: str | None = None) -> str:
-        """The checkpoint of the best completed trial by validation accuracy (of `model` if given)."""
+        """The checkpoint of the best completed trial by validation accuracy (of `model` if given).
+
+        In a run of several trials per model (folds, seeds, samples), the model is chosen first, by
+        its trials' mean validation accuracy, since one lucky fold says little; then that model's
+        trial with the best validation accuracy.
+        """
         table = self.table()
         table = table[table["status"] == "completed"]
-        if model:
-            if model not in set(table["model"]):
-                known = ", ".join(sorted(set(table["model"])))
-                raise UserInputError(f"the run has no completed trial of {model!r}; it has {known}")
-            table = table[table["model"] == model]
+        if model and model not in set(table["model"]):
+            known = ", ".join(sorted(set(table["model"])))
+            raise UserInputError(f"the run has no completed trial of {model!r}; it has {known}")
         if table.empty:
             raise UserInputError(f"the run in {str(self.out)!r} has no completed trial")
+        if model is None:
+            means = table.groupby("model")[[BEST_BY, "val_track_accuracy"]].mean()
+            model = means.sort_values([BEST_BY, "val_track_accuracy"], ascending=False).index[0]
+        table = table[table["model"] == model]
         best = table.sort_values([BEST_BY, "val_track_accuracy"], ascending=False).iloc[0]
         return self.locate(str(best["checkpoint"]))
 

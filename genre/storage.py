@@ -1,7 +1,10 @@
-"""Where a sweep keeps its trials' state: a local or NFS path, or an s3:// or gs:// URI (pyarrow).
+"""Where genre reads and writes beside the machine's own files: a local or NFS path, or an s3:// or
+gs:// URI (pyarrow filesystems, with the machine's usual cloud credentials).
 
-Ray Tune and Ray Train write their run state there, and the workers write each trial's best
+A sweep's run state: Ray Tune and Ray Train write it there, and the workers write each trial's best
 checkpoint there, so on a cluster of several nodes it must be storage that every node reaches.
+A dataset: `genre prepare` reads SRC's audio and writes OUT's shards and manifest there, and a
+sweep's workers read DATA's shards from there.
 A location is kept as text (a path or a URI, query options included, e.g.
 `s3://bucket/runs?region=eu-west-1`): it pickles into Ray workers, and each process opens its own
 pyarrow filesystem from it.
@@ -45,6 +48,22 @@ class Storage:
     def is_file(self) -> bool:
         return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
 
+    def info(self) -> pafs.FileInfo:
+        """What is at this location (its type, and a file's size)."""
+        return self.filesystem.get_file_info(self.path)
+
+    def files(self) -> list[str]:
+        """Every file below this folder, by its path relative to it (POSIX style), sorted; none if absent.
+
+        On an object store a folder is the prefix of its objects' names: listing it is one request
+        per thousand files, and reads no file.
+        """
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        found = [
+            info.path for info in self.filesystem.get_file_info(selector) if info.type == pafs.FileType.File
+        ]
+        return sorted(posixpath.relpath(path, self.path) for path in found)
+
     def make_dirs(self) -> None:
         self.filesystem.create_dir(self.path, recursive=True)
 
@@ -73,10 +92,7 @@ class Storage:
 
     def __str__(self) -> str:
         """The location for messages, without a secret key written into the URI."""
-        parts = urlsplit(self.location)
-        if not is_uri(self.location) or parts.password is None:
-            return self.location
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+        return redact(self.location)
 
 
 def open_storage(location: str | os.PathLike[str]) -> Storage:
@@ -88,8 +104,16 @@ def open_storage(location: str | os.PathLike[str]) -> Storage:
     try:
         filesystem, path = pafs.FileSystem.from_uri(text)
     except (ValueError, OSError, pa.ArrowException) as error:
-        raise UserInputError(f"cannot open storage {text!r}: {_first_line(error)}") from None
+        raise UserInputError(f"cannot open storage {text!r}: {first_line(error)}") from None
     return Storage(text, filesystem, path)
+
+
+def redact(location: str) -> str:
+    """A path or URI for messages and records: a secret key written into a URI shows as `***`."""
+    parts = urlsplit(location)
+    if not is_uri(location) or parts.password is None:
+        return location
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def is_uri(location: str) -> bool:
@@ -106,5 +130,6 @@ def _join(location: str, *names: str) -> str:
     return urlunsplit(parts._replace(path=posixpath.join(parts.path or "/", *names)))
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's first line, for a one-line message (a cloud SDK's errors run to several)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -12,20 +12,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import requested_cluster
 from data_pipeline.manifest import manifest_hash, read_manifest
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import check_shards
-from genre.config import BEST_BY, TrainConfig
+from data_pipeline.split import cv_splits
+from genre.config import BEST_BY
 from genre.datasets import held_in_memory, open_datasets, shard_mib
 from genre.gpu_sharing import sharing_note
 from genre.live_view import LiveView
@@ -38,7 +38,7 @@ from genre.results_text import render_table
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
 from genre.shared_paths import check_shared
 from genre.storage import open_storage
-from genre.sweep_config import SweepConfig
+from genre.sweep_config import SweepConfig, dataset_folds
 from genre.sweep_record import new_record, resumed_record, write_sweep_record
 from genre.trackers import tracker_callbacks
 from genre.trial import TrialSetup, genre_trial, ray_filesystem, ray_storage
@@ -92,17 +92,17 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     # state API, then frees their workers' resources (without it, later trials wait forever).
     connect_ray(config.address, dashboard=config.scheduler == "asha", worker_logs=False)
     check_shared(config.data, storage.storage, progress)
-    plan = _plan(config)
+    trials = config.trial_count(manifest)
+    plan = _plan(config, trials)
     sharing = sharing_note(plan, local=requested_cluster(config.address) is None)
     for note in (*plan.notes, *([sharing] if sharing else [])):
         progress(f"note: {note}")
-    trials = len(config.models) * config.num_samples
     progress(f"sweep: {trials} trial(s) of {', '.join(config.models)}; {plan.describe()}")
 
-    held = _train_held(config.train, manifest, plan.num_workers, progress)
+    held = _train_held(config, manifest, plan.num_workers, progress)
     setup = TrialSetup(
         train=config.train,
-        data=str(Path(config.data).resolve()),
+        data=open_storage(config.data).location,
         features=manifest["features"],
         labels=manifest["labels"],
         storage=storage.location,
@@ -116,6 +116,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         defaults={model: get_spec(model).defaults for model in config.models},
         pretrained=_decide_pretrained(config, progress),
         faults=dict(config.faults),
+        folds=dataset_folds(manifest) if config.cv else 0,
     )
     if not held:
         progress("reading the train split once for every trial and epoch (Ray Data)")
@@ -123,7 +124,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         tune.with_parameters(genre_trial, setup=setup, datasets=open_datasets(config.data, held)),
         {"cpu": DRIVER_CPUS},
     )
-    tuner = _tuner(config, trainable, plan, storage, progress)
+    tuner = _tuner(config, trainable, plan, storage, setup.folds, progress)
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -137,7 +138,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     grid = tuner.fit()
 
     header = {
-        "data": str(Path(config.data).resolve()),
+        "data": open_storage(config.data).location,
         "manifest_sha256": manifest_hash(config.data),
         "split_protocol": _protocol(manifest),
         "leaky": manifest["split"].get("leaks_tracks_across_splits", False),
@@ -147,10 +148,11 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     table, history = collect(grid, setup, run, header)
     write_results(run, table, history, header)
     write_plots(history, run.plots)
+    _write_summary(config, manifest, table, run)
     return SweepResult(table, run, storage, plan, time.perf_counter() - started)
 
 
-def _plan(config: SweepConfig) -> ResourcePlan:
+def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
     """The trials' resources, from what Ray has (genre.resources decides); a cluster reached by
     address may also grow, with the nodes its autoscaler can add (genre.node_types reads them)."""
     resources = ray.cluster_resources()
@@ -158,7 +160,7 @@ def _plan(config: SweepConfig) -> ResourcePlan:
     request = dict(
         cluster_cpus=resources.get("CPU", 0.0),
         cluster_gpus=resources.get("GPU", 0.0),
-        num_trials=len(config.models) * config.num_samples,
+        num_trials=trials,
         num_workers=config.num_workers,
         cpus_per_trial=config.cpus_per_trial,
         gpus_per_trial=config.gpus_per_trial,
@@ -172,10 +174,26 @@ def _plan(config: SweepConfig) -> ResourcePlan:
     return plan_cluster(node_types=node_types, node_types_source=source, **request)
 
 
-def _train_held(train: TrainConfig, manifest: dict[str, Any], num_workers: int, progress: Progress) -> bool:
-    """Whether each worker holds its share of the train split in memory; says so either way."""
-    size = shard_mib(manifest["features"], manifest["counts"]["train"]["segments"], num_workers)
+def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int, progress: Progress) -> bool:
+    """Whether each worker holds its share of the train split in memory; says so either way.
+
+    A cross-validation trial's train split is its own folds: it is always held (the streamed train
+    split is one Ray Dataset that every trial shares).
+    """
+    train = config.train
+    folds = dataset_folds(manifest) if config.cv else 0
+    segments = (
+        max(_segments(manifest, cv_splits(k, folds)["train"]) for k in range(folds))
+        if folds
+        else manifest["counts"]["train"]["segments"]
+    )
+    size = shard_mib(manifest["features"], segments, num_workers)
     held = held_in_memory(size, train.train_in_memory_mib)
+    if folds and not held:
+        raise UserInputError(
+            f"with --cv each worker holds its train folds in memory ({size:.0f} MiB), above "
+            f"--train-in-memory-mib {train.train_in_memory_mib}: raise it, or add --num-workers"
+        )
     where = "held in memory" if held else "streamed every epoch"
     progress(
         f"train split: {size:.0f} MiB per worker, {where} (--train-in-memory-mib {train.train_in_memory_mib})"
@@ -183,8 +201,32 @@ def _train_held(train: TrainConfig, manifest: dict[str, Any], num_workers: int, 
     return held
 
 
+def _segments(manifest: dict[str, Any], groups: str) -> int:
+    return sum(manifest["counts"][group]["segments"] for group in groups.split(","))
+
+
+def _write_summary(
+    config: SweepConfig, manifest: dict[str, Any], table: pd.DataFrame, run: RunFolder
+) -> None:
+    """summary.csv, its section of results.md and plots/summary.png: each model's test scores over its
+    folds and seeds, with 95% intervals, and the models compared in pairs on the same folds."""
+    from genre import summary
+
+    folds = dataset_folds(manifest) if config.cv else 0
+    per_model = summary.summarize(table)
+    ratio = summary.cv_test_train_ratio(folds) if folds else None
+    pairs = summary.compare_pairs(table, test_train_ratio=ratio)
+    how = "by track, stratified by genre" if manifest["split"].get("protocol") != "segment" else "by segment"
+    protocol = summary.protocol_text(folds or None, config.seeds, how)
+    per_model.to_csv(run.results["summary"], index=False)
+    markdown = run.results["markdown"]
+    text = markdown.read_text(encoding="utf-8").rstrip("\n")
+    markdown.write_text(f"{text}\n\n{summary.summary_markdown(per_model, pairs, protocol)}", encoding="utf-8")
+    summary.plot_summary(per_model, run.plots / "summary.png", runs=table)
+
+
 def _tuner(
-    config: SweepConfig, trainable, plan: ResourcePlan, storage: RunStorage, progress: Progress
+    config: SweepConfig, trainable, plan: ResourcePlan, storage: RunStorage, folds: int, progress: Progress
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
     experiment = storage.experiment
@@ -196,7 +238,7 @@ def _tuner(
         )
     return tune.Tuner(
         trainable,
-        param_space=_param_space(config),
+        param_space=_param_space(config, folds),
         tune_config=tune.TuneConfig(
             num_samples=config.num_samples,
             max_concurrent_trials=plan.max_concurrent,
@@ -218,7 +260,7 @@ def _tuner(
 
 def _tracker_tags(config: SweepConfig) -> dict[str, Any]:
     """What a tracker's runs record of the sweep: where it is and every option it runs with."""
-    places = {"out": config.out.resolve(), "data": Path(config.data).resolve()}
+    places = {"out": config.out.resolve(), "data": open_storage(config.data).location}
     return {**places, **{k: v for k, v in config.options().items() if v is not None}}
 
 
@@ -228,8 +270,13 @@ def _protocol(manifest: dict[str, Any]) -> str:
     return f"{split['protocol']} ({method})" if method else split["protocol"]
 
 
-def _param_space(config: SweepConfig) -> dict[str, Any]:
+def _param_space(config: SweepConfig, folds: int) -> dict[str, Any]:
+    """Tune's grid: every model, x every fold with --cv, x every seed with --seeds N."""
     space: dict[str, Any] = {"model": tune.grid_search(list(config.models)), "epochs": config.train.epochs}
+    if folds:
+        space["fold"] = tune.grid_search(list(range(folds)))
+    if config.seeds > 1:
+        space["seed"] = tune.grid_search(config.seed_values())
     if config.num_samples > 1:
         # Sampled around each model's own defaults: lr x [0.1, 10] log-uniform, batch, dropout.
         space["lr_scale"] = tune.loguniform(0.1, 10.0)
@@ -238,10 +285,25 @@ def _param_space(config: SweepConfig) -> dict[str, Any]:
     return space
 
 
+class EpochASHA(ASHAScheduler):
+    """ASHA that judges a trial's epochs only, never its final report.
+
+    The final report (the best epoch's scores on every split) comes as the trial's Ray Train run
+    ends; a stop decided on it killed the trial's actor while Train was still winding down: Train
+    restarted the worker group, whose CPUs then stayed taken (seen: 0.49 of 2 CPUs lost per such
+    trial, and later trials of the sweep waited on them).
+    """
+
+    def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
+        if result.get("final"):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def _scheduler(config: SweepConfig):
     if config.scheduler == "asha":
         # Stops trials whose validation accuracy trails the others at the same epoch.
-        return ASHAScheduler(
+        return EpochASHA(
             metric=BEST_BY,
             mode="max",
             time_attr="training_iteration",

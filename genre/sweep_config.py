@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.errors import UserInputError
-from data_pipeline.split import SPLITS
+from data_pipeline.split import SPLITS, fold_name
 from genre.config import PRETRAINED_MODES, TrainConfig
 
 SCHEDULERS = ("fifo", "asha")
@@ -24,6 +24,8 @@ SWEEP_LEVEL = (
     "max_failures",
     "mlflow",
     "wandb",
+    "cv",
+    "seeds",
 )
 
 
@@ -37,7 +39,7 @@ def _all_models() -> tuple[str, ...]:
 class SweepConfig:
     """Everything `genre sweep` needs; the CLI builds it from its arguments."""
 
-    data: Path
+    data: str | Path  # a path, or an s3:// or gs:// URI
     out: Path
     models: tuple[str, ...] = field(default_factory=_all_models)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -55,6 +57,10 @@ class SweepConfig:
     # Tune's and Train's run state and the best checkpoints: a path or an s3:// / gs:// URI.
     # None: OUT itself (or, when resuming, the storage the sweep in OUT was started with).
     storage: str | None = None
+    # Cross-validation on a dataset prepared with --folds K: K trials per model, trial k testing on
+    # fold k (data_pipeline.split.cv_splits). And each trial repeated with `seeds` seeds (seed, seed+1, ...).
+    cv: bool = False
+    seeds: int = 1
     # Experiment trackers (genre.trackers): an MLflow tracking URI, a Weights & Biases project.
     mlflow: str | None = None
     wandb: str | None = None
@@ -76,6 +82,15 @@ class SweepConfig:
             **{name: getattr(self, name) for name in SWEEP_LEVEL},
         }
 
+    def seed_values(self) -> list[int]:
+        """The seeds every configuration runs with: --seed, then the next ones for --seeds N."""
+        return [self.train.seed + i for i in range(self.seeds)]
+
+    def trial_count(self, manifest: dict[str, Any]) -> int:
+        """Trials in the sweep: models x samples x folds (with --cv) x seeds."""
+        folds = dataset_folds(manifest) if self.cv else 1
+        return len(self.models) * self.num_samples * folds * self.seeds
+
     def check(self, manifest: dict[str, Any]) -> None:
         """Refuse, in one line, what cannot run on this dataset."""
         known = _all_models()
@@ -84,10 +99,11 @@ class SweepConfig:
             raise UserInputError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
         if not self.models:
             raise UserInputError("--models names no model")
-        for split in SPLITS:
-            if manifest["counts"][split]["segments"] == 0:
+        self._check_protocol(manifest)
+        for group in dataset_groups(manifest):
+            if manifest["counts"][group]["segments"] == 0:
                 raise UserInputError(
-                    f"the dataset's {split} split is empty; a sweep needs train, val and test segments"
+                    f"the dataset's {group} split is empty; a sweep needs train, val and test segments"
                 )
         if self.train.pretrained not in PRETRAINED_MODES:
             raise UserInputError(f"--pretrained must be one of {', '.join(PRETRAINED_MODES)}")
@@ -98,8 +114,44 @@ class SweepConfig:
         from genre.trackers import check_trackers
 
         check_trackers(self.mlflow, self.wandb)
+        if self.seeds < 1:
+            raise UserInputError(f"--seeds must be at least 1, not {self.seeds}")
         if self.max_failures < 0:
             raise UserInputError(
                 f"--max-failures must be 0 or more, not {self.max_failures} (a trial that fails forever "
                 "would never end the sweep)"
             )
+
+    def _check_protocol(self, manifest: dict[str, Any]) -> None:
+        folds = dataset_folds(manifest)
+        if self.cv and not folds:
+            raise UserInputError(
+                "--cv needs a dataset prepared in folds (genre prepare SRC DATA --folds 5); this one has "
+                "a fixed train/val/test split"
+            )
+        if folds and not self.cv:
+            raise UserInputError(
+                f"DATA is prepared in {folds} folds for cross-validation, with no fixed test split: "
+                "run the sweep with --cv"
+            )
+        if self.cv and self.scheduler == "asha":
+            raise UserInputError(
+                "--scheduler asha stops trials early, so some folds of a model would end unfinished and "
+                "its mean over folds would not be comparable: use fifo with --cv"
+            )
+        if self.cv and self.num_samples > 1:
+            raise UserInputError(
+                "--num-samples samples each trial's configuration apart, so the folds of a model would "
+                "train with different settings: with --cv, set --lr, --batch-size, --dropout instead"
+            )
+
+
+def dataset_folds(manifest: dict[str, Any]) -> int:
+    """K for a dataset prepared with --folds K; 0 for one with a fixed train/val/test split."""
+    return int(manifest["split"].get("folds") or 0)
+
+
+def dataset_groups(manifest: dict[str, Any]) -> list[str]:
+    """The dataset's shard groups: its splits, or its folds (data_pipeline.split.fold_name)."""
+    folds = dataset_folds(manifest)
+    return [fold_name(k) for k in range(folds)] if folds else list(SPLITS)

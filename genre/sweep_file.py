@@ -61,15 +61,23 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None and name not in RECORDED_ONLY}
 
 
-def as_arguments(options: dict[str, Any], flag_of: dict[str, str]) -> list[str]:
+def as_arguments(
+    options: dict[str, Any], flag_of: dict[str, str], switches: frozenset[str] = frozenset()
+) -> list[str]:
     """Command-line arguments that say what `options` say: the file goes through the CLI's own parser.
 
-    `flag_of` maps an option's name to its flag; DATA and OUT are positional.
+    `flag_of` maps an option's name to its flag; `switches` are flags without a value (`cv: true`
+    gives `--cv`, false nothing); DATA and OUT are positional.
     """
     positional = [str(options[name]) for name in ("data", "out") if name in options]
     arguments = []
     for name, value in options.items():
         if name in ("data", "out"):
+            continue
+        if name in switches:
+            if not isinstance(value, bool):
+                raise UserInputError(f"--config: {name} must be true or false, not {value!r}")
+            arguments += [flag_of[name]] if value else []
             continue
         if isinstance(value, list | tuple):
             value = ",".join(map(str, value))

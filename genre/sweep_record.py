@@ -79,8 +79,8 @@ def new_record(config: SweepConfig, out: Path) -> SweepRecord:
     if storage.experiment.exists():
         where = "OUT" if storage.location == str(out) else f"the storage {storage.storage}"
         raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
-    data = Path(config.data).resolve()
-    return SweepRecord(storage.location, str(data), manifest_hash(data), config.options())
+    data = open_storage(config.data).location
+    return SweepRecord(storage.location, data, manifest_hash(data), config.options())
 
 
 def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], None]) -> SweepRecord:

@@ -55,6 +55,8 @@ class TrialSetup:
     pretrained: dict[str, str]
     # Hidden, for fault-injection tests: {model: genre.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
+    # K of a cross-validation sweep (--cv on a dataset prepared with --folds K); 0 otherwise.
+    folds: int = 0
 
     @property
     def run_storage(self) -> RunStorage:
@@ -69,6 +71,7 @@ class TrialSetup:
             self.defaults[model],
             sampled,
             pretrained=self.pretrained.get(model, self.train.pretrained),
+            folds=self.folds,
             folder=self.run_storage.trial(model, trial_id).location,
             torch_threads=self.torch_threads,
             fault=self.faults.get(model, ""),

@@ -18,6 +18,7 @@ import torch
 
 from data_pipeline.ray_connect import quiet_ray_data_logs
 from genre.amp import grad_scaler, resolve_amp
+from genre.augment import Augment, Augmenter
 from genre.checkpoints import save_best
 from genre.config import TrialConfig
 from genre.datasets import SCORED_SPLITS, TEST, TRAIN, VAL, TrainBatches, read_windows
@@ -58,13 +59,16 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     # Rank 0 scores: it holds the val and test windows, and the whole train split for its final score.
     scores_here = rank == 0
     data = loop_config["data"]
+    view = config.data_view()  # which of the dataset's shard groups each split reads
     held = (
-        {split: read_windows(data, split, device, with_tracks=True) for split in (VAL, TEST)}
+        {split: read_windows(data, view[split], device, with_tracks=True) for split in (VAL, TEST)}
         if scores_here
         else {}
     )
     whole_train = (
-        read_windows(data, TRAIN, device, with_tracks=scores_here) if loop_config["train_held"] else None
+        read_windows(data, view[TRAIN], device, with_tracks=scores_here)
+        if loop_config["train_held"]
+        else None
     )
     batches = TrainBatches(config, device, whole_train)
     fault = Fault.parse(config.fault) if config.fault else None
@@ -76,6 +80,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         validate=lambda model: score(model, held[VAL], "val", device, amp) if scores_here else {},
         report=fault.before(reporter(training, rank), config.model) if fault else reporter(training, rank),
         best_weights=best_weights,
+        augmenter=_augmenter(config, len(labels), rank),
     )
 
     final: dict[str, Any] = {"final": 1, "params": params, "amp": amp}
@@ -91,7 +96,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             metrics=state.best_metrics,
         )
         if whole_train is None:
-            whole_train = read_windows(data, TRAIN, device, with_tracks=True)
+            whole_train = read_windows(data, view[TRAIN], device, with_tracks=True)
         held[TRAIN] = whole_train
         for split in SCORED_SPLITS:
             final.update(score(training.plain_model, held[split], split, device, amp))
@@ -149,3 +154,9 @@ def restore(training: Training) -> tuple[TrialState, Weights | None]:
     training.load_state_dict(saved)
     best = saved["best_model"] if saved["best_model"] is not None else saved["model"]
     return TrialState.from_dict(saved["state"]), best
+
+
+def _augmenter(config: TrialConfig, num_classes: int, rank: int) -> Augmenter | None:
+    """The trial's training-batch augmentation, or None for the study's plain batches."""
+    augment = Augment.from_dict(config.augment)
+    return Augmenter(augment, num_classes, config.seed, rank=rank) if augment.active else None

@@ -76,7 +76,8 @@ def tiny_dataset(ray_session, tiny_audio, tmp_path_factory):
 
 
 def sweep(data, out, models, **train_options) -> pd.DataFrame:
-    options = {k: train_options.pop(k) for k in list(train_options) if k in ("faults", "max_failures")}
+    sweep_level = ("faults", "max_failures", "cv", "seeds")
+    options = {k: train_options.pop(k) for k in list(train_options) if k in sweep_level}
     train = TrainConfig(**{"epochs": 1, "pretrained": "no", "seed": 5, **train_options})
     return run_sweep(
         SweepConfig(data=data, out=out, models=models, train=train, **options), progress=quiet
@@ -95,3 +96,41 @@ def six_model_sweep(tiny_dataset, tmp_path_factory) -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def six_model_run(six_model_sweep) -> tuple[Path, pd.DataFrame]:
     return six_model_sweep.out, six_model_sweep.table
+
+
+FOLDS = 3
+
+
+@pytest.fixture(scope="session")
+def folded(ray_session, tiny_audio, tmp_path_factory) -> PrepareResult:
+    """The tiny audio (3 genres x 5 tracks) prepared in 3 folds for cross-validation, 64 x 65 windows."""
+    out = tmp_path_factory.mktemp("folded") / "dataset"
+    features = FeatureConfig(n_mels=64, segment_seconds=1.5)
+    return prepare(PrepareConfig(source=tiny_audio, out=out, features=features, folds=FOLDS), progress=quiet)
+
+
+@pytest.fixture(scope="session")
+def cv_file_run(folded, tmp_path_factory) -> SimpleNamespace:
+    """`genre sweep --config FILE OUT --epochs 2` as a user runs it: a 3-fold cross-validation of cnn3
+    from a YAML file (1 epoch there, 2 on the command line) that also logs to MLflow's file store."""
+    import os
+
+    from genre.cli import main
+
+    folder = tmp_path_factory.mktemp("cv-run")
+    tracking = (folder / "mlruns").as_uri()
+    config = folder / "sweep.yaml"
+    config.write_text(
+        f"data: {folded.out}\nmodels: [cnn3]\ncv: true\nepochs: 1\nbatch-size: 8\npretrained: no\n"
+        f"seed: 5\nmlflow: {tracking}\n"
+    )
+    out = folder / "run"
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 keeps its file store behind this
+    try:
+        code = main(["sweep", "--config", str(config), str(out), "--epochs", "2"])
+    finally:
+        del os.environ["MLFLOW_ALLOW_FILE_STORE"]
+    assert code == 0
+    return SimpleNamespace(
+        out=out, data=folded.out, tracking=tracking, table=pd.read_parquet(out / "results.parquet")
+    )

@@ -226,3 +226,31 @@ def test_the_training_loop_imports_no_ray():
                 if imported.split(".")[0] in ("genre", "data_pipeline"):
                     pending.append(imported)
     assert {"genre.fit", "genre.windows", "genre.metrics", "genre.inference"} <= seen
+
+
+def test_augmentation_changes_the_training_batches_only_and_repeats_with_the_seed():
+    from genre.augment import Augment, Augmenter
+
+    data = windows()
+    # Masks wider than these toy windows' 4 bands and 5 frames: every augmented batch differs.
+    augment = Augment(freq_mask=2, time_mask=3, masks=1, mixup_alpha=0.4)
+    seen: dict[str, list] = {"plain": [], "augmented": [], "again": []}
+    for name, augmenter in (
+        ("plain", None),
+        ("augmented", Augmenter(augment, CLASSES, seed=7)),
+        ("again", Augmenter(augment, CLASSES, seed=7)),
+    ):
+        trainer = training(seed=1)
+        metrics = fit(
+            trainer,
+            TrialState(),
+            epochs=2,
+            batches=lambda epoch: data.shuffled(8, 0, epoch),
+            validate=lambda model, trainer=trainer: score(model, data, "val", trainer.device, "off"),
+            report=lambda metrics, state, best, name=name: seen[name].append(metrics["train_loss"]),
+            augmenter=augmenter,
+        )
+        seen[name].append(metrics)
+    assert seen["augmented"][:2] != seen["plain"][:2]  # the training batches were augmented
+    assert seen["augmented"][:2] == seen["again"][:2]  # the same seed, the same augmented batches
+    assert all(torch.equal(seen["augmented"][2][k], seen["again"][2][k]) for k in seen["augmented"][2])

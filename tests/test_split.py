@@ -8,11 +8,14 @@ from data_pipeline.discover import Track
 from data_pipeline.errors import UserInputError
 from data_pipeline.split import (
     GTZAN_FILTERED,
+    cv_splits,
+    fold_name,
     parse_ratios,
     read_split_lists,
     segment_split,
     split_by_lists,
     split_by_track,
+    split_into_folds,
     split_sizes,
 )
 
@@ -93,3 +96,35 @@ def test_split_lists_folder_must_hold_the_three_files(tmp_path):
     (tmp_path / "train.txt").write_text("a/b.wav\n")
     with pytest.raises(UserInputError, match=r"lack valid\.txt"):
         read_split_lists(tmp_path)
+
+
+def test_folds_are_stratified_by_genre_hold_every_track_once_and_follow_the_seed():
+    collection = tracks(3, 11)
+    assignment = split_into_folds(collection, 5, seed=2).assignment
+    assert set(assignment) == {t.track_id for t in collection}  # every track, in exactly one fold
+    per_fold = Counter(assignment.values())
+    assert set(per_fold) == {fold_name(k) for k in range(5)}
+    assert max(per_fold.values()) - min(per_fold.values()) <= 1
+    for g in range(3):
+        genre_counts = Counter(f for track, f in assignment.items() if track.startswith(f"g{g}/"))
+        assert sorted(genre_counts.values()) == [2, 2, 2, 2, 3]  # 11 tracks over 5 folds
+    assert split_into_folds(collection, 5, seed=2).assignment == assignment
+    assert split_into_folds(collection, 5, seed=3).assignment != assignment
+
+
+def test_folds_refuse_too_few_folds_or_a_genre_smaller_than_the_folds():
+    with pytest.raises(UserInputError, match="at least 3 folds"):
+        split_into_folds(tracks(2, 10), 2, seed=0)
+    with pytest.raises(UserInputError, match="genre 'g1' has 4 track"):
+        split_into_folds(tracks(1, 5) + tracks(2, 4)[4:], 5, seed=0)
+
+
+def test_each_fold_is_tested_once_validated_once_and_never_trained_on_when_it_is_held_out():
+    folds = 5
+    views = [cv_splits(k, folds) for k in range(folds)]
+    assert sorted(view["test"] for view in views) == [fold_name(k) for k in range(folds)]
+    assert sorted(view["val"] for view in views) == [fold_name(k) for k in range(folds)]
+    for view in views:
+        train = view["train"].split(",")
+        assert len(train) == folds - 2
+        assert view["test"] not in train and view["val"] not in train and view["test"] != view["val"]

@@ -7,7 +7,6 @@ from urllib.parse import urlencode
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from data_pipeline.errors import UserInputError
 from genre.checkpoints import load_checkpoint
@@ -18,28 +17,7 @@ from genre.run_folder import RunFolder
 from genre.storage import open_storage
 from genre.sweep import SweepConfig, run_sweep
 from tests.conftest import quiet
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """An S3 server on loopback (moto); yields the URI query options that point pyarrow at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield {"endpoint_override": f"{host}:{port}", "scheme": "http", "region": "us-east-1"}
-    server.stop()
-
-
-# Credentials in the URI reach the Ray workers with it (a real cluster uses its nodes' own).
-CREDENTIALS = "genre-key:genre-secret@"
-
-
-def bucket(options: dict[str, str], name: str) -> str:
-    """A new bucket on the endpoint; returns the URI query that reaches it."""
-    query = urlencode(options)
-    filesystem, _ = pafs.FileSystem.from_uri(f"s3://{CREDENTIALS}{name}?{query}&allow_bucket_creation=true")
-    filesystem.create_dir(name)
-    return query
+from tests.s3_server import CREDENTIALS, bucket, s3_endpoint_fixture  # noqa: F401 (s3_endpoint)
 
 
 def test_a_path_is_made_absolute_and_a_uri_keeps_its_options_below_it(tmp_path, monkeypatch):

@@ -57,7 +57,11 @@ def test_the_run_writes_the_table_history_plots_and_checkpoints(six_model_run):
     assert "split protocol: **track (stratified)**" in markdown and "| vgg11 |" in markdown
     history = pd.read_parquet(out / "history.parquet")
     assert sorted(history["model"]) == sorted(SIX) and (history["epoch"] == 0).all()
-    assert len(list((out / "plots").glob("*.png"))) == 7
+    # One per trial, all trials' validation accuracy, and the summary with its intervals.
+    assert len(list((out / "plots").glob("*.png"))) == 8
+    assert "single run" in markdown  # one run per model: the summary says no interval can be given
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["model"]) == set(SIX) and set(summary["n"]) == {1}
     assert len(list((out / "tune").rglob("events.out.tfevents*"))) == 6  # TensorBoard logs
 
 

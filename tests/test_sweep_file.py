@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import yaml
 
 from data_pipeline.errors import UserInputError
-from genre.cli import main
 from genre.sweep_config import SweepConfig
 from genre.sweep_file import read_options_file
 from genre.sweep_record import SWEEP_FILE, read_sweep_record
@@ -60,35 +58,26 @@ def test_yaml_booleans_mean_the_words_the_flags_take(capsys, tmp_path):
 
 
 def test_a_sweep_from_a_file_runs_with_the_command_lines_overrides_and_logs_to_mlflow(
-    capsys, monkeypatch, tiny_dataset, tmp_path
+    cv_file_run, monkeypatch
 ):
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this
-    tracking = (tmp_path / "mlruns").as_uri()
-    config = write_yaml(
-        tmp_path / "sweep.yaml",
-        f"data: {tiny_dataset}\nmodels: [cnn3, cnn4]\nepochs: 1\nbatch-size: 8\npretrained: no\n"
-        f"seed: 5\nmlflow: {tracking}\n",
-    )
-    out = tmp_path / "run"
-    assert main(["sweep", "--config", str(config), str(out), "--epochs", "2"]) == 0
-    capsys.readouterr()
-
-    table = pd.read_parquet(out / "results.parquet").set_index("model")
-    assert set(table["status"]) == {"completed"} and set(table["epochs"]) == {2}
+    out, table = cv_file_run.out, cv_file_run.table
+    assert set(table["status"]) == {"completed"} and set(table["epochs"]) == {2}  # the command line's 2
     # OUT's record holds the effective options, and reads back as a --config file of the same sweep.
     record = read_sweep_record(out)
-    assert record.options["epochs"] == 2 and record.options["batch_size"] == 8
-    assert record.options["mlflow"] == tracking and record.data == str(tiny_dataset.resolve())
+    assert record.options["epochs"] == 2 and record.options["batch_size"] == 8 and record.options["cv"]
+    assert record.options["mlflow"] == cv_file_run.tracking
+    assert record.data == str(cv_file_run.data.resolve())
     written = yaml.safe_load((out / SWEEP_FILE).read_text())
     assert "storage" not in written  # the run storage is OUT itself: a copy of the file can start anew
     again = read_options_file(out / SWEEP_FILE)
-    assert SweepConfig.from_options(again, data=tiny_dataset, out=out).options() == record.options
+    assert SweepConfig.from_options(again, data=cv_file_run.data, out=out).options() == record.options
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(cv_file_run.tracking)
     runs = client.search_runs([client.get_experiment_by_name("genre").experiment_id])
-    assert len(runs) == len(table) == 2
+    assert len(runs) == len(table) == 3  # one MLflow run per trial
     for run in runs:
         assert run.data.tags["genre.out"] == str(out.resolve())
         history = client.get_metric_history(run.info.run_id, "val_segment_accuracy")
