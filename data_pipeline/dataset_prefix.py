@@ -95,8 +95,14 @@ def _remove_interrupted_runs(out: Storage) -> list[str]:
         marker = out.child(f"{MARKER_PREFIX}{tag}")
         try:
             owner: str | None = marker.read_bytes().decode(errors="replace")
-        except OSError:
-            owner = None
+        except FileNotFoundError:
+            owner = None  # no marker: no run owns these shards any more
+        except OSError as error:
+            # Unknown (a throttled or failed read): another machine's live run must not lose its shards.
+            notes.append(
+                f"left the shards of run {tag} alone: its marker {marker} is unreadable ({first_line(error)})"
+            )
+            continue
         if abandoned(owner):
             _remove_run(out, tag, files)
             notes.append(f"removed the shards of run {tag}, left in OUT by an interrupted run")

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import read_manifest
-from genre.storage import Storage, first_line, open_storage
+from genre.storage import Storage, first_line, open_storage, redact
 
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
@@ -139,6 +139,12 @@ def shard_files(
     trial's train folds: "fold-0,fold-3")."""
     place = open_storage(dataset)
     groups = split.split(",")
+    unknown = [group for group in groups if group not in manifest["shards"]]
+    if unknown:
+        raise UserInputError(
+            f"the dataset {redact(str(dataset))!r} has no {', '.join(unknown)} split; it has "
+            f"{', '.join(manifest['shards'])}"
+        )
     return place.filesystem, [place.child(s["path"]).path for g in groups for s in manifest["shards"][g]]
 
 

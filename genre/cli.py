@@ -208,7 +208,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     from genre.sweep_record import SWEEP_FILE
 
     # No option has a default here: an option left out is the sweep's own on --resume (from OUT's
-    # sweep.json), else TrainConfig's or SweepConfig's default, which the help texts quote.
+    # sweep.yaml), else TrainConfig's or SweepConfig's default, which the help texts quote.
     defaults = TrainConfig()
     parser = commands.add_parser(
         "sweep",
@@ -293,6 +293,12 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="run every trial with N seeds (--seed, --seed+1, ...), for a spread of each score (default 1)",
     )
+    parser.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        metavar="ROWS",
+        help=f"rows held for shuffling a streamed train split (default {defaults.shuffle_buffer})",
+    )
     parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial (default 1)")
     parser.add_argument(
         "--cpus-per-trial", type=float, help="CPUs for each trial's workers (default: shared out)"
@@ -324,7 +330,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mlflow",
         metavar="URI",
-        help="log every trial's metrics to this MLflow tracking URI (a server, or file:///path); "
+        help="log every trial's metrics to this MLflow tracking URI (a server, or sqlite:///mlflow.db); "
         "needs pip install 'genre[mlflow]'",
     )
     parser.add_argument(
@@ -401,7 +407,7 @@ def _with_config_file(args: argparse.Namespace) -> argparse.Namespace:
         from_file = parser.parse_args(as_arguments(options, {name: flag(name) for name in options}, switches))
     finally:
         del parser.error
-    if args.out is None and "data" in options and "out" not in options:
+    if args.out is None and args.data is not None and "data" in options:
         args.data, args.out = None, Path(args.data)  # `genre sweep --config FILE OUT`: the file names DATA
     given = {name: value for name, value in vars(args).items() if value is not None}
     return argparse.Namespace(**{**vars(from_file), **given})
@@ -558,7 +564,9 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run", type=Path, required=True, help="a folder written by `genre sweep`")
     parser.add_argument("--model", help="evaluate this model's best trial")
-    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument(
+        "--split", default="test", help="train, val, test (default), or fold-K of a --folds dataset"
+    )
     parser.add_argument("--out", type=Path, help="report folder (default: RUN/evaluation/<model>)")
     parser.add_argument(
         "--device", default="auto", help="auto (a GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"

@@ -49,6 +49,12 @@ def evaluate(
 
     `device`: cpu, cuda, cuda:N or auto; `batch_size`: windows per forward pass (None: by device)."""
     manifest = read_manifest(data)
+    if split not in manifest["shards"]:
+        groups = ", ".join(manifest["shards"])
+        raise UserInputError(
+            f"the dataset has no {split!r} split; it has {groups} (pass one with --split: a dataset "
+            "prepared with --folds has folds, each a test split of its own trials)"
+        )
     check_shards(data, manifest)
     loaded = LoadedModel.load(checkpoint, device, batch_size)
     if FeatureConfig.from_dict(manifest["features"]) != loaded.features:

@@ -1,4 +1,4 @@
-"""Where a sweep's files are: OUT (results, history, plots, sweep.json) and the run storage (Tune's and
+"""Where a sweep's files are: OUT (results, history, plots, sweep.yaml) and the run storage (Tune's and
 Train's run state, and one folder per trial with its best checkpoint). The one module that knows it.
 
 OUT is a local folder; the run storage is OUT itself, or a shared path or s3:// / gs:// URI

@@ -37,7 +37,7 @@ from genre.results import collect, trial_dirname, write_results
 from genre.results_text import render_table
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
 from genre.shared_paths import check_shared
-from genre.storage import open_storage
+from genre.storage import open_storage, redact
 from genre.sweep_config import SweepConfig, dataset_folds
 from genre.sweep_record import new_record, resumed_record, write_sweep_record
 from genre.trackers import tracker_callbacks
@@ -138,7 +138,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     grid = tuner.fit()
 
     header = {
-        "data": open_storage(config.data).location,
+        "data": redact(open_storage(config.data).location),  # never a secret key written into a URI
         "manifest_sha256": manifest_hash(config.data),
         "split_protocol": _protocol(manifest),
         "leaky": manifest["split"].get("leaks_tracks_across_splits", False),
@@ -216,7 +216,14 @@ def _write_summary(
     per_model = summary.summarize(table)
     ratio = summary.cv_test_train_ratio(folds) if folds else None
     pairs = summary.compare_pairs(table, test_train_ratio=ratio)
-    how = "by track, stratified by genre" if manifest["split"].get("protocol") != "segment" else "by segment"
+    split = manifest["split"]
+    how = (
+        "by segment, as the 2021 study (tracks leak across splits)"
+        if split.get("protocol") == "segment"
+        else f"by track, from the split lists {split.get('lists', '')}".rstrip()
+        if split.get("method") == "lists"
+        else "by track, stratified by genre"
+    )
     protocol = summary.protocol_text(folds or None, config.seeds, how)
     per_model.to_csv(run.results["summary"], index=False)
     markdown = run.results["markdown"]
@@ -260,7 +267,7 @@ def _tuner(
 
 def _tracker_tags(config: SweepConfig) -> dict[str, Any]:
     """What a tracker's runs record of the sweep: where it is and every option it runs with."""
-    places = {"out": config.out.resolve(), "data": open_storage(config.data).location}
+    places = {"out": config.out.resolve(), "data": redact(open_storage(config.data).location)}
     return {**places, **{k: v for k, v in config.options().items() if v is not None}}
 
 

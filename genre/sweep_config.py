@@ -11,7 +11,7 @@ from data_pipeline.split import SPLITS, fold_name
 from genre.config import PRETRAINED_MODES, TrainConfig
 
 SCHEDULERS = ("fifo", "asha")
-# The options that define a sweep, by name (what sweep.json records): `models`, TrainConfig's fields,
+# The options that define a sweep, by name (what sweep.yaml records): `models`, TrainConfig's fields,
 # and these of the sweep itself.
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 SWEEP_LEVEL = (
@@ -75,7 +75,7 @@ class SweepConfig:
         return cls(models=models, train=train, **{n: options[n] for n in SWEEP_LEVEL if n in options}, **rest)
 
     def options(self) -> dict[str, Any]:
-        """The options that define this sweep, by name: what sweep.json records for --resume."""
+        """The options that define this sweep, by name: what sweep.yaml records for --resume."""
         return {
             "models": list(self.models),
             **{name: getattr(self.train, name) for name in TRAIN_OPTIONS},
@@ -116,11 +116,26 @@ class SweepConfig:
         check_trackers(self.mlflow, self.wandb)
         if self.seeds < 1:
             raise UserInputError(f"--seeds must be at least 1, not {self.seeds}")
+        if self.seeds > 1 and self.scheduler == "asha":
+            raise UserInputError(
+                "--scheduler asha stops some seeds of a model early, so its mean over seeds would not be "
+                "comparable: use fifo with --seeds"
+            )
+        self._check_augment_fits(manifest["features"])
         if self.max_failures < 0:
             raise UserInputError(
                 f"--max-failures must be 0 or more, not {self.max_failures} (a trial that fails forever "
                 "would never end the sweep)"
             )
+
+    def _check_augment_fits(self, features: dict[str, Any]) -> None:
+        augment = self.train.augmentation()
+        for flag, width, size, unit in (
+            ("--freq-mask", augment.freq_mask, features["n_mels"], "mel bands"),
+            ("--time-mask", augment.time_mask, features["frames"], "frames"),
+        ):
+            if width > size:
+                raise UserInputError(f"{flag} {width} is wider than the dataset's windows: {size} {unit}")
 
     def _check_protocol(self, manifest: dict[str, Any]) -> None:
         folds = dataset_folds(manifest)

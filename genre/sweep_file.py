@@ -24,6 +24,8 @@ OPTIONS = ("models", *TRAIN_OPTIONS, *SWEEP_LEVEL)
 # Written by genre into OUT's file; a --config file that holds them (a copy of one) is not refused.
 RECORDED_ONLY = ("manifest_sha256", "resumed")
 _ALIASES = {"weights": "weights_dir"}
+# The words YAML 1.1 turns into booleans, as the options that take them spell them.
+_BOOLEAN_WORDS = {"amp": {True: "on", False: "off"}}
 
 
 def option_name(key: str) -> str:
@@ -82,7 +84,8 @@ def as_arguments(
         if isinstance(value, list | tuple):
             value = ",".join(map(str, value))
         elif isinstance(value, bool):
-            value = "yes" if value else "no"  # YAML reads `pretrained: no` as false
+            # YAML reads `pretrained: no` and `amp: off` as false: the word the option takes.
+            value = _BOOLEAN_WORDS.get(name, {True: "yes", False: "no"})[value]
         elif isinstance(value, dict):
             raise UserInputError(f"--config: {name} cannot be a mapping")
         arguments += [flag_of[name], str(value)]

@@ -21,7 +21,7 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
 from genre import sweep_file
 from genre.run_folder import RunStorage
-from genre.storage import open_storage
+from genre.storage import open_storage, redact
 from genre.sweep_config import SweepConfig
 
 SWEEP_FILE = "sweep.yaml"
@@ -36,7 +36,7 @@ _FLAGS = {"weights_dir": "--weights"}
 
 @dataclass(frozen=True)
 class SweepRecord:
-    """What `sweep.json` holds."""
+    """What `sweep.yaml` holds (or `sweep.json`, as an older genre wrote it)."""
 
     storage: str
     data: str = ""
@@ -80,7 +80,8 @@ def new_record(config: SweepConfig, out: Path) -> SweepRecord:
         where = "OUT" if storage.location == str(out) else f"the storage {storage.storage}"
         raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
     data = open_storage(config.data).location
-    return SweepRecord(storage.location, data, manifest_hash(data), config.options())
+    # DATA as given again on --resume is what is opened; the record names it without a secret key.
+    return SweepRecord(storage.location, redact(data), manifest_hash(data), config.options())
 
 
 def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], None]) -> SweepRecord:
@@ -107,7 +108,9 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
             f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
         )
     options = config.options()
-    changed = resume_changes(record.options, options)
+    # An option the record lacks (recorded by an older genre) had its default then: held to that.
+    defaults = SweepConfig(data=config.data, out=config.out).options() if record.options else {}
+    changed = resume_changes({**defaults, **record.options}, options)
     experiment = RunStorage(storage).experiment
     if not tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage)):
         raise UserInputError(

@@ -11,6 +11,7 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.shards import read_split
 from data_pipeline.split import fold_name
+from genre.config import TrainConfig
 from genre.sweep import SweepConfig, run_sweep
 from tests.conftest import FOLDS, quiet
 
@@ -58,6 +59,10 @@ def test_a_cv_sweep_tests_each_fold_once_per_model_and_writes_the_summary(cv_fil
         ({}, "run the sweep with --cv"),
         ({"cv": True, "scheduler": "asha"}, "use fifo with --cv"),
         ({"cv": True, "num_samples": 2}, "the folds of a model would train with different settings"),
+        (
+            {"cv": True, "train": TrainConfig(freq_mask=100)},
+            "--freq-mask 100 is wider than the dataset's windows: 64 mel bands",
+        ),
     ],
 )
 def test_what_cross_validation_cannot_do_is_refused_before_any_trial(folded, tmp_path, options, reason):
@@ -66,9 +71,24 @@ def test_what_cross_validation_cannot_do_is_refused_before_any_trial(folded, tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_cv_on_a_dataset_with_a_fixed_split_is_refused(tiny_dataset, tmp_path):
+def test_cv_on_a_dataset_with_a_fixed_split_and_seeds_under_asha_are_refused(tiny_dataset, tmp_path):
     with pytest.raises(UserInputError, match="--cv needs a dataset prepared in folds"):
         run_sweep(SweepConfig(data=tiny_dataset, out=tmp_path / "run", models=("cnn3",), cv=True), quiet)
+    with pytest.raises(UserInputError, match="use fifo with --seeds"):
+        config = SweepConfig(data=tiny_dataset, out=tmp_path / "run", seeds=3, scheduler="asha")
+        run_sweep(config, quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_on_a_folded_dataset_takes_a_fold_and_refuses_a_split_it_lacks(cv_file_run, tmp_path):
+    from genre.evaluate import evaluate
+    from genre.run_folder import RunFolder
+
+    checkpoint = RunFolder(cv_file_run.out).best_checkpoint()
+    with pytest.raises(UserInputError, match="has no 'test' split; it has fold-0, fold-1, fold-2"):
+        evaluate(cv_file_run.data, checkpoint, tmp_path / "evaluation")
+    scores = evaluate(cv_file_run.data, checkpoint, tmp_path / "evaluation", split="fold-1").scores
+    assert 0.0 <= scores["fold-1_track_accuracy"] <= 1.0
 
 
 def test_predict_and_evaluate_choose_the_model_by_its_mean_validation_score_over_folds(tmp_path):

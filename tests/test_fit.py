@@ -232,7 +232,7 @@ def test_augmentation_changes_the_training_batches_only_and_repeats_with_the_see
     from genre.augment import Augment, Augmenter
 
     data = windows()
-    # Masks wider than these toy windows' 4 bands and 5 frames: every augmented batch differs.
+    # Masks of up to 2 of the 4 bands and 3 of the 5 frames, and mixup: every augmented batch differs.
     augment = Augment(freq_mask=2, time_mask=3, masks=1, mixup_alpha=0.4)
     seen: dict[str, list] = {"plain": [], "augmented": [], "again": []}
     for name, augmenter in (

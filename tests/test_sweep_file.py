@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from data_pipeline.errors import UserInputError
-from genre.sweep_config import SweepConfig
 from genre.sweep_file import read_options_file
 from genre.sweep_record import SWEEP_FILE, read_sweep_record
 from tests.test_refusals import one_line_error
@@ -51,8 +50,8 @@ def test_a_missing_file_and_missing_data_are_refused(capsys, tmp_path):
 
 
 def test_yaml_booleans_mean_the_words_the_flags_take(capsys, tmp_path):
-    # YAML reads `pretrained: no` as false; it means --pretrained no, not an error about "False".
-    path = write_yaml(tmp_path / "pretrained.yaml", "pretrained: no\nepochs: 0\n")
+    # YAML reads `pretrained: no` and `amp: off` as false: they mean --pretrained no and --amp off.
+    path = write_yaml(tmp_path / "pretrained.yaml", "pretrained: no\namp: off\nepochs: 0\n")
     error = one_line_error(capsys, ["sweep", "--config", str(path), str(tmp_path / "d"), str(tmp_path / "o")])
     assert "epochs must be at least 1" in error
 
@@ -69,8 +68,13 @@ def test_a_sweep_from_a_file_runs_with_the_command_lines_overrides_and_logs_to_m
     assert record.data == str(cv_file_run.data.resolve())
     written = yaml.safe_load((out / SWEEP_FILE).read_text())
     assert "storage" not in written  # the run storage is OUT itself: a copy of the file can start anew
-    again = read_options_file(out / SWEEP_FILE)
-    assert SweepConfig.from_options(again, data=cv_file_run.data, out=out).options() == record.options
+    # Fed back through the command line's own parser, OUT's file starts the same sweep elsewhere.
+    from genre.cli import _sweep_options_given, _with_config_file, build_parser
+
+    args = build_parser().parse_args(["sweep", "--config", str(out / SWEEP_FILE), str(out.parent / "again")])
+    args = _with_config_file(args)
+    assert args.out == out.parent / "again" and args.data == record.data
+    assert _sweep_options_given(args) == {k: v for k, v in record.options.items() if v is not None}
 
     from mlflow.tracking import MlflowClient
 
