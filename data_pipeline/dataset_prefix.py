@@ -78,7 +78,8 @@ class PrefixWriter:
         check_prefix(self.out, self.overwrite)
         old = _current_manifest(self.out)
         write_manifest(self.out.location, manifest)
-        _delete(self.out, _listed(old) - _listed(manifest) if old else ())
+        # Only files that are in OUT: a manifest naming `../elsewhere` deletes nothing outside it.
+        _delete(self.out, (_listed(old) - _listed(manifest)) & set(_files(self.out)) if old else ())
         self.marker.delete_file()
 
     def abandon(self) -> None:

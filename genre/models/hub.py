@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from data_pipeline.errors import UserInputError
+
 HUB_TIMEOUT_S = 3.0  # for the first answer; HF_HUB_ETAG_TIMEOUT overrides it, as in huggingface_hub
 TRUE_VALUES = ("1", "ON", "YES", "TRUE")  # huggingface_hub's spellings of a set flag
 
@@ -47,7 +49,7 @@ class HubSettings:
             # huggingface_hub refuses every request when the flag was set at its import, whatever it is now.
             offline=flag.upper() in TRUE_VALUES or constants.HF_HUB_OFFLINE,
             cache_dir=Path(os.path.expandvars(os.path.expanduser(cache))),
-            timeout_s=float(timeout) if timeout else HUB_TIMEOUT_S,
+            timeout_s=_seconds(timeout) if timeout else HUB_TIMEOUT_S,
             proxy=_proxy_for(endpoint),
         )
 
@@ -115,3 +117,10 @@ def _proxy_for(url: str) -> str | None:
 
 def _line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserInputError(f"HF_HUB_ETAG_TIMEOUT must be a number of seconds, not {text!r}") from None
