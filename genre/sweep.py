@@ -225,6 +225,11 @@ def _write_summary(
         else "by track, stratified by genre"
     )
     protocol = summary.protocol_text(folds or None, config.seeds, how)
+    if config.num_samples > 1:
+        protocol += (
+            f"; each model's {config.num_samples} sampled configurations (--num-samples) count as its runs, "
+            "so an interval spans configurations, not repeats of one"
+        )
     per_model.to_csv(run.results["summary"], index=False)
     markdown = run.results["markdown"]
     text = markdown.read_text(encoding="utf-8").rstrip("\n")
