@@ -32,6 +32,9 @@ class ShardJob:
     shard_tag: str = ""
     # The dataset's shard groups: train/val/test, or its folds (data_pipeline.split.fold_name).
     groups: tuple[str, ...] = SPLITS
+    # Windows per grid slot of a train track (prepare --train-hop): 1 is the grid alone; n > 1 adds the
+    # windows starting j/n of a window later (j < n), numbered segment = slot * n + j.
+    train_offsets: int = 1
 
 
 @lru_cache(maxsize=4)
@@ -63,6 +66,10 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             )
             summary["seconds"] = waveform.numel() / job.features.sample_rate
             mels = extractor(waveform).half().numpy()
+            numbers = list(range(len(mels)))
+            offsets = job.train_offsets if track["split"] == "train" else 1
+            if offsets > 1 and len(mels):
+                mels, numbers = _offset_windows(extractor, waveform, offsets, mels)
         except AudioDecodeError as error:
             summary["reject"] = str(error)
             continue
@@ -74,7 +81,7 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
                 f"shorter than one {job.features.segment_seconds:g} s segment ({summary['seconds']:.2f} s)"
             )
             continue
-        for segment, mel in enumerate(mels):
+        for segment, mel in zip(numbers, mels, strict=True):
             split = track["split"] or segment_split(job.seed, track["track_id"], segment, job.ratios)
             summary[f"segments_{split}"] += 1
             rows = columns[split]
@@ -97,3 +104,19 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             table, open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)).location
         )
     return summaries
+
+
+def _offset_windows(
+    extractor: LogMelExtractor, waveform, offsets: int, grid: np.ndarray
+) -> tuple[np.ndarray, list[int]]:
+    """The grid's windows and those starting j/offsets of a window later, with their numbers
+    segment = slot * offsets + j (a shifted window past the track's end is left out)."""
+    step = extractor.config.segment_samples // offsets
+    shifted = [grid, *(extractor(waveform[j * step :]).half().numpy() for j in range(1, offsets))]
+    pairs = [
+        (slot * offsets + j, windows[slot])
+        for slot in range(len(grid))
+        for j, windows in enumerate(shifted)
+        if slot < len(windows)
+    ]
+    return np.stack([mel for _, mel in pairs]), [number for number, _ in pairs]

@@ -61,6 +61,25 @@ class PrepareConfig:
     ray_address: str | None = None
     # K folds of whole tracks for cross-validation (genre sweep --cv) instead of train/val/test; 0: off.
     folds: int = 0
+    # Also keep train windows starting every this many seconds between the grid's (for `genre sweep
+    # --random-offsets`); None: the grid alone.
+    train_hop: float | None = None
+
+    def train_offsets(self) -> int:
+        """Windows per grid slot of a train track: segment_seconds / train_hop, checked to be whole."""
+        if self.train_hop is None:
+            return 1
+        if self.folds or self.split != "track":
+            raise UserInputError(
+                "--train-hop needs a train split of whole tracks: not with --folds or --split segment"
+            )
+        ratio = self.features.segment_seconds / self.train_hop
+        if not self.train_hop > 0 or abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 2:
+            raise UserInputError(
+                f"--train-hop {self.train_hop:g} must divide the {self.features.segment_seconds:g} s window "
+                "into 2 or more equal steps (e.g. 0.5 or 1 for 3 s windows)"
+            )
+        return round(ratio)
 
     def groups(self) -> tuple[str, ...]:
         """The dataset's shard groups: train/val/test, or fold-0 ... fold-(K-1)."""
@@ -118,6 +137,7 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
     """
     started = time.perf_counter()
     ratios = parse_ratios(config.ratios)
+    config.train_offsets()  # a --train-hop that does not divide the window is refused before any work
     found = discover(config.source)
     check_apart(config.source, config.out, found)
     out = open_storage(config.out)
@@ -144,7 +164,7 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         connect_ray(config.ray_address)
         job = ShardJob(
             config.features, writer.shards, config.split, config.seed, ratios, labels, writer.tag,
-            groups=config.groups(),
+            groups=config.groups(), train_offsets=config.train_offsets(),
         )  # fmt: skip
         summaries = _run_featurize(tracks, track_split, config.tracks_per_shard, job, progress, started)
         manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, writer)
@@ -322,6 +342,11 @@ def _build_manifest(
     }
     if config.folds:
         split_info["folds"] = config.folds
+    if config.train_offsets() > 1:
+        # Train windows also every train_hop seconds: segment = slot * train_offsets + j; the grid's
+        # are those with j = 0 (train counts include every window kept).
+        split_info["train_offsets"] = config.train_offsets()
+        split_info["train_hop_seconds"] = config.train_hop
     if config.split_lists:
         split_info["lists"] = str(config.split_lists)
         split_info["listed_but_missing"] = track_split.missing_listed

@@ -143,6 +143,13 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
         metavar="K",
         help="K folds of whole tracks, stratified by genre, for `genre sweep --cv`, not train/val/test",
     )
+    parser.add_argument(
+        "--train-hop",
+        type=float,
+        metavar="SECONDS",
+        help="also keep train windows starting every SECONDS between the grid's, for `genre sweep "
+        "--random-offsets` (e.g. 0.5: six per 3 s slot); val and test keep the grid",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     parser.add_argument("--segment-seconds", type=float, default=defaults.segment_seconds)
     parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate)
@@ -176,6 +183,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         tracks_per_shard=args.tracks_per_shard,
         ray_address=args.address,
         folds=args.folds,
+        train_hop=args.train_hop,
     )
     result = prepare(config)
     print(result.summary())
@@ -242,6 +250,13 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         choices=AUGMENT_BUNDLES,
         help="augment the training batches: study (none, the default), light (SpecAugment masks), strong "
         "(masks, mixup, gain); the options below change single values of the bundle",
+    )
+    parser.add_argument(
+        "--random-offsets",
+        action="store_const",
+        const=True,
+        help="each epoch, one train window per 3 s slot drawn at a random offset within the track (a dataset "
+        "prepared with --train-hop)",
     )
     parser.add_argument("--freq-mask", type=int, metavar="BANDS", help="widest frequency mask, mel bands")
     parser.add_argument("--time-mask", type=int, metavar="FRAMES", help="widest time mask, frames")

@@ -42,6 +42,9 @@ class TrainConfig:
     time_mask: int | None = None  # the widest time mask, frames
     mixup: float | None = None  # mixup's Beta(alpha, alpha)
     gain_db: float | None = None  # how far a window's floor may rise, dB
+    # Each epoch, one window per 3 s slot of a train track drawn among those a dataset prepared with
+    # --train-hop kept (random offsets within the track) instead of the grid's.
+    random_offsets: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -102,6 +105,9 @@ class TrialConfig:
     shuffle_buffer: int
     # What the trial does to its training batches (genre.augment.Augment.to_dict()); empty: nothing.
     augment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Windows per grid slot of the dataset's train tracks (prepare --train-hop); 1: the grid alone.
+    train_offsets: int = 1
+    random_offsets: bool = False  # each epoch a window per slot drawn among them (TrainConfig's)
     # Cross-validation: the fold this trial tests on, of `folds` (-1 and 0: not a cross-validation trial).
     fold: int = -1
     folds: int = 0

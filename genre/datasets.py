@@ -78,7 +78,9 @@ def trial_datasets(
     return dict(datasets), ray.train.DataConfig(datasets_to_split=list(datasets))
 
 
-def read_windows(data: str | Path, split: str, device: torch.device, with_tracks: bool = False) -> Windows:
+def read_windows(
+    data: str | Path, split: str, device: torch.device, with_tracks: bool = False, with_segments: bool = False
+) -> Windows:
     """One split of the dataset in DATA, whole and in its shards' order, as tensors on `device`.
 
     DATA is a path or a URI: this process opens DATA's filesystem itself, from the text."""
@@ -86,7 +88,12 @@ def read_windows(data: str | Path, split: str, device: torch.device, with_tracks
 
     from genre.windows import Windows
 
-    columns = ["mel", "label", *(["track_id"] if with_tracks else [])]
+    columns = [
+        "mel",
+        "label",
+        *(["track_id"] if with_tracks else []),
+        *(["segment"] if with_segments else []),
+    ]
     try:
         table = read_split(data, split, columns=columns)
     except FileNotFoundError as error:
@@ -104,7 +111,8 @@ def read_windows(data: str | Path, split: str, device: torch.device, with_tracks
     mels = torch.tensor(read_mels(table)).to(device)
     labels = torch.tensor(table.column("label").to_numpy()).long().to(device)
     tracks = tuple(table.column("track_id").to_pylist()) if with_tracks else ()
-    return Windows(mels, labels, tracks)
+    segments = torch.tensor(table.column("segment").to_numpy()).long() if with_segments else None
+    return Windows(mels, labels, tracks, segments)
 
 
 class TrainBatches:
@@ -114,13 +122,23 @@ class TrainBatches:
     def __init__(self, config: TrialConfig, device: torch.device, whole: Windows | None) -> None:
         self.config, self.device = config, device
         self.held: Windows | None = None
+        self.whole: Windows | None = None  # with --random-offsets: every window, drawn from each epoch
         if whole is not None:
             context = ray.train.get_context()
-            self.held = whole.rank_share(context.get_world_rank(), context.get_world_size())
+            self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+            if config.random_offsets and config.train_offsets > 1:
+                self.whole = whole
+            else:
+                self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
 
     def __call__(self, epoch: int) -> Iterator[Batch]:
         from genre.windows import epoch_order_seed
 
+        if self.whole is not None:
+            # The same draw on every rank (the same seed), then each rank's share of it.
+            drawn = self.whole.one_per_slot(self.config.train_offsets, self.config.seed, epoch)
+            share = drawn.rank_share(self.rank, self.world_size)
+            return share.shuffled(self.config.batch_size, self.config.seed, epoch)
         if self.held is not None:
             return self.held.shuffled(self.config.batch_size, self.config.seed, epoch)
         return ray.train.get_dataset_shard(STREAMED_TRAIN).iter_torch_batches(

@@ -117,6 +117,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         pretrained=_decide_pretrained(config, progress),
         faults=dict(config.faults),
         folds=dataset_folds(manifest) if config.cv else 0,
+        train_offsets=int(manifest["split"].get("train_offsets", 1)),
     )
     if not held:
         progress("reading the train split once for every trial and epoch (Ray Data)")
@@ -189,6 +190,12 @@ def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int,
     )
     size = shard_mib(manifest["features"], segments, num_workers)
     held = held_in_memory(size, train.train_in_memory_mib)
+    if manifest["split"].get("train_offsets", 1) > 1 and not held:
+        raise UserInputError(
+            f"DATA keeps train windows between the grid's (--train-hop): each worker must hold the train "
+            f"split in memory ({size:.0f} MiB), above --train-in-memory-mib {train.train_in_memory_mib}: "
+            "raise it, or add --num-workers"
+        )
     if folds and not held:
         raise UserInputError(
             f"with --cv each worker holds its train folds in memory ({size:.0f} MiB), above "

@@ -122,6 +122,11 @@ class SweepConfig:
                 "comparable: use fifo with --seeds"
             )
         self._check_augment_fits(manifest["features"])
+        if self.train.random_offsets and manifest["split"].get("train_offsets", 1) <= 1:
+            raise UserInputError(
+                "--random-offsets draws among train windows between the grid's, which DATA does not keep: "
+                "prepare it with --train-hop (e.g. 0.5)"
+            )
         if self.max_failures < 0:
             raise UserInputError(
                 f"--max-failures must be 0 or more, not {self.max_failures} (a trial that fails forever "

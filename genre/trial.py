@@ -57,6 +57,8 @@ class TrialSetup:
     faults: dict[str, str] = field(default_factory=dict)
     # K of a cross-validation sweep (--cv on a dataset prepared with --folds K); 0 otherwise.
     folds: int = 0
+    # Windows per grid slot of the dataset's train tracks (prepare --train-hop); 1: the grid alone.
+    train_offsets: int = 1
 
     @property
     def run_storage(self) -> RunStorage:
@@ -72,6 +74,7 @@ class TrialSetup:
             sampled,
             pretrained=self.pretrained.get(model, self.train.pretrained),
             folds=self.folds,
+            train_offsets=self.train_offsets,
             folder=self.run_storage.trial(model, trial_id).location,
             torch_threads=self.torch_threads,
             fault=self.faults.get(model, ""),

@@ -18,6 +18,9 @@ class Windows:
     mels: torch.Tensor  # [N, n_mels, frames] float16
     labels: torch.Tensor  # [N] int64
     track_ids: tuple[str, ...] = ()
+    # Each window's number in its track (the shards' `segment`), read where windows between the grid's
+    # were kept (prepare --train-hop): segment = slot * offsets + j.
+    segments: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -29,6 +32,36 @@ class Windows:
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             yield {"mel": self.mels[index], "label": self.labels[index]}
+
+    def take(self, index: torch.Tensor) -> Windows:
+        """The windows at `index` (a CPU tensor of row numbers), in that order."""
+        rows = index.tolist()
+        return Windows(
+            self.mels[index.to(self.mels.device)],
+            self.labels[index.to(self.labels.device)],
+            tuple(self.track_ids[i] for i in rows) if self.track_ids else (),
+            self.segments[index] if self.segments is not None else None,
+        )
+
+    def grid(self, offsets: int) -> Windows:
+        """The windows on the grid (j = 0 of every slot): what a dataset without offsets holds."""
+        if offsets <= 1 or self.segments is None:
+            return self
+        return self.take(torch.nonzero(self.segments % offsets == 0).flatten())
+
+    def one_per_slot(self, offsets: int, seed: int, epoch: int) -> Windows:
+        """One window of each (track, slot), drawn for this epoch: random offsets within the track,
+        the same draws for the same seed and epoch."""
+        assert self.segments is not None and self.track_ids, "needs each window's track and segment"
+        numbers = self.segments.tolist()
+        slots = [(track, number // offsets) for track, number in zip(self.track_ids, numbers, strict=True)]
+        key = {slot: index for index, slot in enumerate(dict.fromkeys(slots))}
+        groups = torch.tensor([key[slot] for slot in slots])
+        # A random score per window; each slot keeps its highest: a uniform draw among the slot's windows.
+        generator = torch.Generator().manual_seed(epoch_order_seed(seed, epoch) + 7_919)
+        score = torch.rand(len(groups), generator=generator)
+        best = torch.full((len(key),), -1.0).scatter_reduce(0, groups, score, reduce="amax")
+        return self.take(torch.nonzero(score == best[groups]).flatten())
 
     def rank_share(self, rank: int, world_size: int) -> Windows:
         """Every world_size-th window from `rank` on, the same count on every rank (DDP steps together)."""

@@ -66,7 +66,14 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         else {}
     )
     whole_train = (
-        read_windows(data, view[TRAIN], device, with_tracks=scores_here)
+        read_windows(
+            data,
+            view[TRAIN],
+            device,
+            # Drawing random offsets needs every window's track and slot, on every rank.
+            with_tracks=scores_here or config.random_offsets,
+            with_segments=config.train_offsets > 1,
+        )
         if loop_config["train_held"]
         else None
     )
@@ -96,8 +103,10 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             metrics=state.best_metrics,
         )
         if whole_train is None:
-            whole_train = read_windows(data, view[TRAIN], device, with_tracks=True)
-        held[TRAIN] = whole_train
+            whole_train = read_windows(
+                data, view[TRAIN], device, with_tracks=True, with_segments=config.train_offsets > 1
+            )
+        held[TRAIN] = whole_train.grid(config.train_offsets)  # scored on the grid, as every dataset
         for split in SCORED_SPLITS:
             final.update(score(training.plain_model, held[split], split, device, amp))
         folder.write_history(state.history)

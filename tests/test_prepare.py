@@ -236,3 +236,23 @@ def test_a_csv_source_resolves_paths_beside_it_and_reports_missing_files(ray_ses
     assert result.manifest["rejects"] == [
         {"path": str(collection.resolve() / "genre0" / "gone.wav"), "reason": "file not found"}
     ]
+
+
+def test_train_hop_keeps_train_windows_between_the_grids_and_leaves_val_and_test_on_the_grid(
+    ray_session, collection, tmp_path
+):
+    # 7 s tracks, 3 s windows every 1.5 s: slot 0 has its windows at 0 and 1.5 s, slot 1 only at 3 s
+    # (the one at 4.5 s would end past the track).
+    out = tmp_path / "hop"
+    result = prepare(PrepareConfig(source=collection, out=out, train_hop=1.5), progress=lambda _: None)
+    assert result.manifest["split"]["train_offsets"] == 2
+    train = read_split(out, "train", columns=["track_id", "segment"])
+    per_track = defaultdict(list)
+    for track, segment in zip(train["track_id"].to_pylist(), train["segment"].to_pylist(), strict=True):
+        per_track[track].append(segment)
+    assert {tuple(sorted(s)) for s in per_track.values()} == {(0, 1, 2)}  # slot 0: j 0, 1; slot 1: j 0
+    for split in ("val", "test"):
+        segments = read_split(out, split, columns=["segment"])["segment"].to_pylist()
+        assert set(segments) == {0, 1}
+    with pytest.raises(UserInputError, match="must divide the 3 s window"):
+        prepare(PrepareConfig(source=collection, out=tmp_path / "x", train_hop=0.7), progress=lambda _: None)

@@ -4,6 +4,7 @@ Data-parallel trials: tests/test_storage.py (with run storage in S3).
 """
 
 import itertools
+import json
 import math
 import time
 
@@ -13,6 +14,7 @@ import pytest
 import ray
 import torch
 
+from data_pipeline.errors import UserInputError
 from data_pipeline.shards import read_mels, read_split
 from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.config import TrainConfig
@@ -103,3 +105,23 @@ def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path
     while ray.available_resources().get("CPU", 0) < 2 - 1e-6 and time.monotonic() < deadline:
         time.sleep(1)
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
+
+
+def test_random_offsets_train_on_windows_drawn_between_the_grids_and_are_recorded(
+    tiny_audio, tiny_dataset, tmp_path
+):
+    from data_pipeline.features import FeatureConfig
+    from data_pipeline.prepare import PrepareConfig, prepare
+
+    data = tmp_path / "hop"
+    features = FeatureConfig(n_mels=64, segment_seconds=1.5)
+    prepare(PrepareConfig(source=tiny_audio, out=data, features=features, train_hop=0.75), progress=quiet)
+    train = TrainConfig(epochs=2, pretrained="no", seed=5, random_offsets=True)
+    config = SweepConfig(data=data, out=tmp_path / "run", models=("cnn3",), train=train)
+    table = run_sweep(config, quiet).table
+    assert table.loc[0, "status"] == "completed", table.loc[0, "error"]
+    recorded = json.loads(table.loc[0, "config"])
+    assert recorded["random_offsets"] is True and recorded["train_offsets"] == 2
+    # Without a dataset that keeps those windows, the option is refused before anything runs.
+    with pytest.raises(UserInputError, match="prepare it with --train-hop"):
+        run_sweep(SweepConfig(data=tiny_dataset, out=tmp_path / "no", models=("cnn3",), train=train), quiet)

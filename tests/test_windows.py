@@ -55,3 +55,25 @@ def test_a_worker_reads_a_split_whole_from_the_shards_with_its_tracks(prepared):
     assert windows.labels.tolist() == expected.column("label").to_pylist()
     assert list(windows.track_ids) == expected.column("track_id").to_pylist()
     assert read_windows(prepared.out, "val", torch.device("cpu")).track_ids == ()  # only when scored
+
+
+def slotted(tracks: int = 4, slots: int = 3, offsets: int = 4) -> Windows:
+    """Every (track, slot) with all its offsets: segment = slot * offsets + j, label = the window's row."""
+    rows = [(t, s * offsets + j) for t in range(tracks) for s in range(slots) for j in range(offsets)]
+    mels = torch.zeros(len(rows), 2, 2, dtype=torch.float16)
+    return Windows(
+        mels, torch.arange(len(rows)), tuple(f"t{t}" for t, _ in rows), torch.tensor([s for _, s in rows])
+    )
+
+
+def test_random_offsets_draw_one_window_per_track_and_slot_anew_each_epoch_and_the_same_for_a_seed():
+    windows, offsets = slotted(), 4
+    drawn = windows.one_per_slot(offsets, seed=3, epoch=0)
+    slots = [(track, int(s) // offsets) for track, s in zip(drawn.track_ids, drawn.segments, strict=True)]
+    assert len(slots) == len(set(slots)) == 4 * 3  # every (track, slot) exactly once
+    offsets_drawn = [int(s) % offsets for s in drawn.segments]
+    assert len(set(offsets_drawn)) > 1  # not always the grid's window
+    assert torch.equal(windows.one_per_slot(offsets, seed=3, epoch=0).labels, drawn.labels)
+    assert not torch.equal(windows.one_per_slot(offsets, seed=3, epoch=1).labels, drawn.labels)
+    grid = windows.grid(offsets)
+    assert [int(s) % offsets for s in grid.segments] == [0] * 12 and len(grid) == 12
