@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from data_pipeline.errors import UserInputError
+from genre.sweep_config import SweepConfig
 from genre.sweep_file import read_options_file
 from genre.sweep_record import SWEEP_FILE, read_sweep_record
 from tests.test_refusals import one_line_error
@@ -74,7 +75,8 @@ def test_a_sweep_from_a_file_runs_with_the_command_lines_overrides_and_logs_to_m
     args = build_parser().parse_args(["sweep", "--config", str(out / SWEEP_FILE), str(out.parent / "again")])
     args = _with_config_file(args)
     assert args.out == out.parent / "again" and args.data == record.data
-    assert _sweep_options_given(args) == {k: v for k, v in record.options.items() if v is not None}
+    again = SweepConfig.from_options(_sweep_options_given(args), data=args.data, out=args.out)
+    assert again.options() == record.options
 
     from mlflow.tracking import MlflowClient
 
