@@ -123,11 +123,12 @@ class TrainBatches:
         self.config, self.device = config, device
         self.held: Windows | None = None
         self.whole: Windows | None = None  # with --random-offsets: every window, drawn from each epoch
+        self.slots: torch.Tensor | None = None  # and its (track, slot) numbers
         if whole is not None:
             context = ray.train.get_context()
             self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
             if config.random_offsets and config.train_offsets > 1:
-                self.whole = whole
+                self.whole, self.slots = whole, whole.slots(config.train_offsets)
             else:
                 self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
 
@@ -136,7 +137,7 @@ class TrainBatches:
 
         if self.whole is not None:
             # The same draw on every rank (the same seed), then each rank's share of it.
-            drawn = self.whole.one_per_slot(self.config.train_offsets, self.config.seed, epoch)
+            drawn = self.whole.one_per_slot(self.slots, self.config.seed, epoch)
             share = drawn.rank_share(self.rank, self.world_size)
             return share.shuffled(self.config.batch_size, self.config.seed, epoch)
         if self.held is not None:

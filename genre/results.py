@@ -72,14 +72,17 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_results(
-    run: RunFolder, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any]
+    run: RunFolder, table: pd.DataFrame, history: pd.DataFrame, header: dict[str, Any], appendix: str = ""
 ) -> dict[str, Path]:
-    """Write results.{parquet,csv,md} and history.parquet into OUT."""
+    """Write results.{parquet,csv,md} and history.parquet into OUT; `appendix` ends results.md."""
     paths = run.results
     table.to_parquet(paths["parquet"], index=False)
     table.to_csv(paths["csv"], index=False)
     history.to_parquet(paths["history"], index=False)
-    paths["markdown"].write_text(results_markdown(table, header), encoding="utf-8")
+    markdown = results_markdown(table, header)
+    if appendix:
+        markdown = f"{markdown.rstrip()}\n\n{appendix}"
+    paths["markdown"].write_text(markdown, encoding="utf-8")
     return paths
 
 

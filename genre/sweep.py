@@ -38,7 +38,7 @@ from genre.results_text import render_table
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
 from genre.shared_paths import check_shared
 from genre.storage import open_storage, redact
-from genre.sweep_config import SweepConfig, dataset_folds
+from genre.sweep_config import SweepConfig, dataset_folds, dataset_train_offsets
 from genre.sweep_record import new_record, resumed_record, write_sweep_record
 from genre.trackers import tracker_callbacks
 from genre.trial import TrialSetup, genre_trial, ray_filesystem, ray_storage
@@ -117,7 +117,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         pretrained=_decide_pretrained(config, progress),
         faults=dict(config.faults),
         folds=dataset_folds(manifest) if config.cv else 0,
-        train_offsets=int(manifest["split"].get("train_offsets", 1)),
+        train_offsets=dataset_train_offsets(manifest),
     )
     if not held:
         progress("reading the train split once for every trial and epoch (Ray Data)")
@@ -147,9 +147,8 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     table, history = collect(grid, setup, run, header)
-    write_results(run, table, history, header)
     write_plots(history, run.plots)
-    _write_summary(config, manifest, table, run)
+    write_results(run, table, history, header, appendix=_write_summary(config, manifest, table, run))
     return SweepResult(table, run, storage, plan, time.perf_counter() - started)
 
 
@@ -190,7 +189,7 @@ def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int,
     )
     size = shard_mib(manifest["features"], segments, num_workers)
     held = held_in_memory(size, train.train_in_memory_mib)
-    if manifest["split"].get("train_offsets", 1) > 1 and not held:
+    if dataset_train_offsets(manifest) > 1 and not held:
         raise UserInputError(
             f"DATA keeps train windows between the grid's (--train-hop): each worker must hold the train "
             f"split in memory ({size:.0f} MiB), above --train-in-memory-mib {train.train_in_memory_mib}: "
@@ -212,11 +211,10 @@ def _segments(manifest: dict[str, Any], groups: str) -> int:
     return sum(manifest["counts"][group]["segments"] for group in groups.split(","))
 
 
-def _write_summary(
-    config: SweepConfig, manifest: dict[str, Any], table: pd.DataFrame, run: RunFolder
-) -> None:
-    """summary.csv, its section of results.md and plots/summary.png: each model's test scores over its
-    folds and seeds, with 95% intervals, and the models compared in pairs on the same folds."""
+def _write_summary(config: SweepConfig, manifest: dict[str, Any], table: pd.DataFrame, run: RunFolder) -> str:
+    """summary.csv and plots/summary.png, and the section of results.md that goes with them (returned):
+    each model's test scores over its folds and seeds, with 95% intervals, and the models compared in
+    pairs on the same folds."""
     from genre import summary
 
     folds = dataset_folds(manifest) if config.cv else 0
@@ -238,10 +236,8 @@ def _write_summary(
             "so an interval spans configurations, not repeats of one"
         )
     per_model.to_csv(run.results["summary"], index=False)
-    markdown = run.results["markdown"]
-    text = markdown.read_text(encoding="utf-8").rstrip("\n")
-    markdown.write_text(f"{text}\n\n{summary.summary_markdown(per_model, pairs, protocol)}", encoding="utf-8")
     summary.plot_summary(per_model, run.plots / "summary.png", runs=table)
+    return summary.summary_markdown(per_model, pairs, protocol)
 
 
 def _tuner(

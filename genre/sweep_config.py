@@ -122,7 +122,7 @@ class SweepConfig:
                 "comparable: use fifo with --seeds"
             )
         self._check_augment_fits(manifest["features"])
-        if self.train.random_offsets and manifest["split"].get("train_offsets", 1) <= 1:
+        if self.train.random_offsets and dataset_train_offsets(manifest) <= 1:
             raise UserInputError(
                 "--random-offsets draws among train windows between the grid's, which DATA does not keep: "
                 "prepare it with --train-hop (e.g. 0.5)"
@@ -169,6 +169,11 @@ class SweepConfig:
 def dataset_folds(manifest: dict[str, Any]) -> int:
     """K for a dataset prepared with --folds K; 0 for one with a fixed train/val/test split."""
     return int(manifest["split"].get("folds") or 0)
+
+
+def dataset_train_offsets(manifest: dict[str, Any]) -> int:
+    """Windows per grid slot of the train tracks (prepare --train-hop); 1 for the grid alone."""
+    return int(manifest["split"].get("train_offsets") or 1)
 
 
 def dataset_groups(manifest: dict[str, Any]) -> list[str]:

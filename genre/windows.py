@@ -49,19 +49,23 @@ class Windows:
             return self
         return self.take(torch.nonzero(self.segments % offsets == 0).flatten())
 
-    def one_per_slot(self, offsets: int, seed: int, epoch: int) -> Windows:
-        """One window of each (track, slot), drawn for this epoch: random offsets within the track,
-        the same draws for the same seed and epoch."""
+    def slots(self, offsets: int) -> torch.Tensor:
+        """Each window's (track, slot) as a number 0..slots-1: what `one_per_slot` draws within
+        (worked out once per trial, not every epoch)."""
         assert self.segments is not None and self.track_ids, "needs each window's track and segment"
         numbers = self.segments.tolist()
-        slots = [(track, number // offsets) for track, number in zip(self.track_ids, numbers, strict=True)]
-        key = {slot: index for index, slot in enumerate(dict.fromkeys(slots))}
-        groups = torch.tensor([key[slot] for slot in slots])
+        keys = [(track, number // offsets) for track, number in zip(self.track_ids, numbers, strict=True)]
+        index = {key: number for number, key in enumerate(dict.fromkeys(keys))}
+        return torch.tensor([index[key] for key in keys])
+
+    def one_per_slot(self, slots: torch.Tensor, seed: int, epoch: int) -> Windows:
+        """One window of each (track, slot) (`slots()`), drawn for this epoch: random offsets within the
+        track, the same draws for the same seed and epoch."""
         # A random score per window; each slot keeps its highest: a uniform draw among the slot's windows.
         generator = torch.Generator().manual_seed(epoch_order_seed(seed, epoch) + 7_919)
-        score = torch.rand(len(groups), generator=generator)
-        best = torch.full((len(key),), -1.0).scatter_reduce(0, groups, score, reduce="amax")
-        return self.take(torch.nonzero(score == best[groups]).flatten())
+        score = torch.rand(len(slots), generator=generator)
+        best = torch.full((int(slots.max()) + 1,), -1.0).scatter_reduce(0, slots, score, reduce="amax")
+        return self.take(torch.nonzero(score == best[slots]).flatten())
 
     def rank_share(self, rank: int, world_size: int) -> Windows:
         """Every world_size-th window from `rank` on, the same count on every rank (DDP steps together)."""

@@ -68,12 +68,13 @@ def slotted(tracks: int = 4, slots: int = 3, offsets: int = 4) -> Windows:
 
 def test_random_offsets_draw_one_window_per_track_and_slot_anew_each_epoch_and_the_same_for_a_seed():
     windows, offsets = slotted(), 4
-    drawn = windows.one_per_slot(offsets, seed=3, epoch=0)
+    slots_of = windows.slots(offsets)
+    drawn = windows.one_per_slot(slots_of, seed=3, epoch=0)
     slots = [(track, int(s) // offsets) for track, s in zip(drawn.track_ids, drawn.segments, strict=True)]
     assert len(slots) == len(set(slots)) == 4 * 3  # every (track, slot) exactly once
     offsets_drawn = [int(s) % offsets for s in drawn.segments]
     assert len(set(offsets_drawn)) > 1  # not always the grid's window
-    assert torch.equal(windows.one_per_slot(offsets, seed=3, epoch=0).labels, drawn.labels)
-    assert not torch.equal(windows.one_per_slot(offsets, seed=3, epoch=1).labels, drawn.labels)
+    assert torch.equal(windows.one_per_slot(slots_of, seed=3, epoch=0).labels, drawn.labels)
+    assert not torch.equal(windows.one_per_slot(slots_of, seed=3, epoch=1).labels, drawn.labels)
     grid = windows.grid(offsets)
     assert [int(s) % offsets for s in grid.segments] == [0] * 12 and len(grid) == 12
