@@ -140,14 +140,18 @@ class LogMelExtractor:
             return torch.empty((0, *self.config.shape))
         segments = waveform[: count * size].reshape(count, size)
         with torch.inference_mode():
-            # One window at a time: measured faster than a batched STFT on CPU (cache-sized work).
-            power = torch.stack([self.mel_power(segment) for segment in segments])
+            # One window at a time, each written in place: measured faster than a batched STFT on
+            # CPU (cache-sized work), and than stacking per-window results (10% of the transform).
+            power = torch.empty((count, *self.config.shape))
+            for segment, out in zip(segments, power, strict=True):
+                self.mel_power(segment, out=out)
             return self.power_to_db(power)
 
-    def mel_power(self, segment: torch.Tensor) -> torch.Tensor:
-        """[samples] -> [n_mels, frames] mel power spectrogram."""
+    def mel_power(self, segment: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[samples] -> [n_mels, frames] mel power spectrogram (into `out` if given)."""
         stft = self.spectrogram(segment)
-        return self.mel_scale(stft.real.square() + stft.imag.square())
+        # MelScale's own filter bank [n_freqs, n_mels], applied as MelScale does, without its transposes.
+        return self._torch.matmul(self.mel_scale.fb.T, stft.real.square() + stft.imag.square(), out=out)
 
     def power_to_db(self, power: torch.Tensor) -> torch.Tensor:
         """[segments, n_mels, frames] mel power -> dB, each segment clipped and referenced alone."""

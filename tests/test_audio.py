@@ -29,6 +29,16 @@ def test_every_supported_format_decodes(tmp_path, extension, format, subtype):
     assert abs(samples.size - 2 * 22050) < 3000
 
 
+@pytest.mark.parametrize(("subtype", "channels"), [("PCM_16", 1), ("PCM_16", 2), ("PCM_24", 1), ("FLOAT", 2)])
+def test_decoded_samples_equal_libsndfiles_own_float_conversion(tmp_path, subtype, channels):
+    # 16-bit PCM is read as integers and scaled by genre (faster); the result must be libsndfile's.
+    path = make_clip(tmp_path / "clip.wav", 1.0, subtype=subtype, channels=channels)
+    samples, _, _ = decode_mono(path)
+    raw, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    assert samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, raw.mean(axis=1, dtype=np.float32) if channels > 1 else raw[:, 0])
+
+
 def test_stereo_44k_is_mixed_to_mono_and_resampled_with_torchaudio(tmp_path):
     path = make_clip(tmp_path / "stereo.flac", 2.0, sample_rate=44100, channels=2)
     waveform, source_rate, channels = load_mono(path, 22050)
