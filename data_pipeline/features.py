@@ -107,12 +107,9 @@ class LogMelExtractor:
         # re^2 + im^2: measured 25% faster on CPU than MelSpectrogram's |z|^2 (a sqrt, then a square).
         if config.power != 2.0:
             raise ValueError(f"only power spectrograms (power 2.0) are supported, got {config.power}")
+        # Centred frames are padded by `_centre_pad`, not by the STFT: see there.
         self.spectrogram = torchaudio.transforms.Spectrogram(
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            power=None,
-            center=config.center,
-            pad_mode=config.pad_mode,
+            n_fft=config.n_fft, hop_length=config.hop_length, power=None, center=False
         )
         self.mel_scale = torchaudio.transforms.MelScale(
             n_mels=config.n_mels,
@@ -124,6 +121,7 @@ class LogMelExtractor:
             mel_scale=config.mel_scale,
         )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=config.top_db)
+        self.mel_bands = _banded(self.mel_scale.fb)
 
     def segment_count(self, num_samples: int) -> int:
         """Whole segments in a waveform of this length; a shorter tail is dropped."""
@@ -149,9 +147,30 @@ class LogMelExtractor:
 
     def mel_power(self, segment: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[samples] -> [n_mels, frames] mel power spectrogram (into `out` if given)."""
-        stft = self.spectrogram(segment)
-        # MelScale's own filter bank [n_freqs, n_mels], applied as MelScale does, without its transposes.
-        return self._torch.matmul(self.mel_scale.fb.T, stft.real.square() + stft.imag.square(), out=out)
+        torch = self._torch
+        # re^2 + im^2, squared in place in the STFT's own memory: half the time of z.real.square() + ...
+        parts = torch.view_as_real(self.spectrogram(self._centre_pad(segment))).square_()
+        power = parts[..., 0] + parts[..., 1]
+        if out is None:
+            out = torch.empty(self.config.shape)
+        for band in self.mel_bands:
+            torch.matmul(band.weights, power[band.bins], out=out[band.mels])
+        return out
+
+    def _centre_pad(self, segment: torch.Tensor) -> torch.Tensor:
+        """Pad n_fft/2 samples each side, as torch.stft(center=True) does (frame t centred at t*hop).
+
+        Reflection is written as two flipped slices: the same values as torch's reflect padding of
+        a 1-D signal, which takes 4x longer (a fifth of the STFT's time, measured).
+        """
+        if not self.config.center:
+            return segment
+        half = self.config.n_fft // 2
+        if self.config.pad_mode == "reflect":
+            torch = self._torch
+            return torch.cat([segment[1 : half + 1].flip(0), segment, segment[-half - 1 : -1].flip(0)])
+        padding = self._torch.nn.functional.pad
+        return padding(segment[None, None], (half, half), mode=self.config.pad_mode)[0, 0]
 
     def power_to_db(self, power: torch.Tensor) -> torch.Tensor:
         """[segments, n_mels, frames] mel power -> dB, each segment clipped and referenced alone."""
@@ -160,3 +179,29 @@ class LogMelExtractor:
         if self.config.db_reference == "segment_max":
             decibels = decibels - decibels.amax(dim=(-2, -1), keepdim=True)
         return decibels
+
+
+@dataclass(frozen=True)
+class _MelBand:
+    """A run of mel filters and the one range of frequency bins where any of them is non-zero."""
+
+    mels: slice
+    bins: slice
+    weights: torch.Tensor  # [filters, bins]: the filter bank's non-zero block for them
+
+
+def _banded(filter_bank: torch.Tensor, filters_per_band: int = 16) -> tuple[_MelBand, ...]:
+    """torchaudio's filter bank [n_freqs, n_mels] cut into blocks that skip its zeros.
+
+    Each triangular filter covers a few bins, so 7/8 of the dense bank is zeros (128 Slaney mels of a
+    2048-point FFT): multiplying only the non-zero block of every 16 filters does the same sums with
+    1/8 of the work, and was measured 5x faster than the dense product (which was 30% of the log-mel).
+    """
+    bands = []
+    for first in range(0, filter_bank.shape[1], filters_per_band):
+        mels = slice(first, min(first + filters_per_band, filter_bank.shape[1]))
+        used = filter_bank[:, mels].ne(0).any(dim=1).nonzero().flatten()
+        # A bank whose filters are all zero (an f_max below f_min's first bin) keeps one bin of zeros.
+        bins = slice(int(used.min()), int(used.max()) + 1) if used.numel() else slice(0, 1)
+        bands.append(_MelBand(mels, bins, filter_bank[bins, mels].T.contiguous()))
+    return tuple(bands)

@@ -14,6 +14,10 @@ def direct_log_mel(window: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
         n_fft=config.n_fft,
         hop_length=config.hop_length,
         n_mels=config.n_mels,
+        f_min=config.f_min,
+        f_max=config.f_max,
+        center=config.center,
+        pad_mode=config.pad_mode,
         mel_scale="slaney",
         norm="slaney",
     )(window)
@@ -33,9 +37,21 @@ def test_a_waveform_shorter_than_one_segment_gives_no_segments():
     assert LogMelExtractor(config)(torch.randn(config.segment_samples - 1)).shape == (0, 128, 130)
 
 
-@pytest.mark.parametrize("n_mels", [64, 128])
-def test_values_equal_torchaudio_computed_directly(n_mels):
-    config = FeatureConfig(n_mels=n_mels)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"n_mels": 64},
+        {"n_mels": 128},
+        # The filter bank is applied in blocks of its non-zero bins, the centre padding by hand:
+        # other band edges, odd band counts and the other padding modes must give torchaudio's values.
+        {"n_mels": 40, "f_min": 300.0, "f_max": 8000.0},
+        {"n_mels": 96, "n_fft": 1024, "hop_length": 256},
+        {"pad_mode": "constant"},
+        {"center": False},
+    ],
+)
+def test_values_equal_torchaudio_computed_directly(options):
+    config = FeatureConfig(**options)
     waveform = torch.randn(config.segment_samples * 2) * torch.linspace(0.1, 1.0, config.segment_samples * 2)
     mels = LogMelExtractor(config)(waveform)
     for index in range(2):
