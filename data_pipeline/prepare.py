@@ -25,7 +25,7 @@ from data_pipeline.featurize import ShardJob, featurize_shard
 from data_pipeline.manifest import FORMAT_VERSION, MANIFEST_NAME, library_versions
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.screen import screen
-from data_pipeline.shards import COLUMNS, TRACKS_PER_SHARD, written_shards
+from data_pipeline.shards import COLUMNS, tracks_per_shard, written_shards
 from data_pipeline.split import (
     PROTOCOLS,
     SPLITS,
@@ -57,7 +57,8 @@ class PrepareConfig:
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     overwrite: bool = False
-    tracks_per_shard: int = TRACKS_PER_SHARD
+    # None: chosen from the collection and the cluster's CPUs (data_pipeline.shards.tracks_per_shard).
+    tracks_per_shard: int | None = None
     ray_address: str | None = None
     # K folds of whole tracks for cross-validation (genre sweep --cv) instead of train/val/test; 0: off.
     folds: int = 0
@@ -166,7 +167,8 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
             config.features, writer.shards, config.split, config.seed, ratios, labels, writer.tag,
             groups=config.groups(), train_offsets=config.train_offsets(),
         )  # fmt: skip
-        summaries = _run_featurize(tracks, track_split, config.tracks_per_shard, job, progress, started)
+        shard_size = config.tracks_per_shard or tracks_per_shard(len(tracks), _cluster_cpus())
+        summaries = _run_featurize(tracks, track_split, shard_size, job, progress, started)
         manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, writer)
         _check_every_split_has_every_genre(config, summaries, labels, ratios)
         manifest["run"] = _run_stats(summaries, time.perf_counter() - started)
@@ -181,6 +183,11 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
             ) from None
         raise
     return PrepareResult(config.out, manifest)
+
+
+def _cluster_cpus() -> float:
+    """CPUs of the cluster Ray is connected to (those of its nodes up now)."""
+    return ray.cluster_resources().get("CPU", 1.0)
 
 
 def _plan_split(config: PrepareConfig, discovery: Discovery, ratios: tuple[float, ...]) -> TrackSplit:

@@ -15,7 +15,6 @@ import argcomplete
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.loopback import keep_local_ray_on_loopback, requested_cluster
-from data_pipeline.shards import TRACKS_PER_SHARD
 from data_pipeline.split import GTZAN_FILTERED, PROTOCOLS
 
 EXIT_USER_ERROR = 2
@@ -154,14 +153,18 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--segment-seconds", type=float, default=defaults.segment_seconds)
     parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate)
     parser.add_argument("--n-mels", type=int, default=defaults.n_mels)
-    parser.add_argument("--tracks-per-shard", type=int, default=TRACKS_PER_SHARD)
+    parser.add_argument(
+        "--tracks-per-shard",
+        type=int,
+        help="tracks per parallel task and Parquet file (default: about 4 tasks per CPU, 8 to 64 tracks)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     parser.add_argument("--address", help=ADDRESS_HELP)
     parser.set_defaults(handler=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    if args.tracks_per_shard < 1:
+    if args.tracks_per_shard is not None and args.tracks_per_shard < 1:
         raise UserInputError("--tracks-per-shard must be at least 1")
     try:
         features = FeatureConfig(

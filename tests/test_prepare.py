@@ -15,7 +15,7 @@ import torchaudio
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.prepare import PrepareConfig, prepare
-from data_pipeline.shards import read_mels, read_split
+from data_pipeline.shards import read_mels, read_split, tracks_per_shard
 from data_pipeline.split import SPLITS
 from tests.audio_factory import make_clip, make_collection
 from tests.test_features import direct_log_mel
@@ -100,6 +100,20 @@ def test_the_manifest_describes_the_dataset(prepared, collection):
     for split in SPLITS:
         for shard in manifest["shards"][split]:
             assert pq.read_metadata(prepared.out / shard["path"]).num_rows == shard["rows"]
+
+
+@pytest.mark.parametrize(
+    ("tracks", "cpus", "expected"),
+    [
+        (20, 2, 8),  # small collections: at least 8 tracks a task
+        (70, 2, 9),  # about 4 tasks per CPU: 8 tasks of 9
+        (1000, 2, 64),  # at most 64 tracks a task
+        (1000, 16, 16),  # 63 tasks over 16 CPUs
+        (1000, 0, 64),  # a cluster with no CPU up yet counts as one
+    ],
+)
+def test_shard_size_follows_the_collection_and_the_cluster(tracks, cpus, expected):
+    assert tracks_per_shard(tracks, cpus) == expected
 
 
 def test_the_same_seed_gives_identical_shards(ray_session, collection, tmp_path):
