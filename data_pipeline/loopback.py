@@ -11,13 +11,18 @@ with Ray 2.58 and `ss -ltnp`). Ray's single-node mode, the default on macOS and 
 node address on loopback, and then every Ray server binds 127.0.0.1 only. Ray reads the switch once,
 when it is first imported, so this must run before anything imports `ray`.
 
-Only for a Ray that genre starts itself: a driver that joins a cluster must keep a routable address,
-or the other nodes cannot reach the objects it owns.
+For a Ray that genre starts itself, and for a driver joining a head on a loopback address (e.g.
+`cluster/local-head.sh`): without the mode such a driver takes the machine's routable address as its
+own, and waits minutes for a GCS that listens on 127.0.0.1 only (seen). A driver that joins a
+cluster on a routable address must keep a routable address, or the other nodes cannot reach the
+objects it owns.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from urllib.parse import urlsplit
 
 # Ray's own name for the switch: "0" = single-node mode, everything on loopback.
 RAY_CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -37,3 +42,14 @@ def keep_local_ray_on_loopback() -> None:
     machines join a Ray started by genre).
     """
     os.environ.setdefault(RAY_CLUSTER_MODE_VARIABLE, "0")
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether a cluster address (`host:port`, `ray://host:port`) names this machine's loopback."""
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "auto": the cluster's own address

@@ -14,7 +14,7 @@ import argcomplete
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
-from data_pipeline.loopback import keep_local_ray_on_loopback, requested_cluster
+from data_pipeline.loopback import is_loopback_address, keep_local_ray_on_loopback, requested_cluster
 from data_pipeline.split import GTZAN_FILTERED, PROTOCOLS
 
 EXIT_USER_ERROR = 2
@@ -32,8 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (`eval "$(register-python-argcomplete genre)"`); otherwise a no-op.
     argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
-    if requested_cluster(getattr(args, "address", None)) is None:
-        # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only.
+    cluster = requested_cluster(getattr(args, "address", None))
+    if cluster is None or is_loopback_address(cluster):
+        # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only, and a
+        # driver joining one on 127.0.0.1 must stay there too (data_pipeline.loopback).
         keep_local_ray_on_loopback()
     # A caller's own Ray (a notebook, the tests' session) is left running; the command's is stopped.
     ray_was_running = _ray_running()

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from data_pipeline.loopback import is_loopback_address
 from genre.cli import EXIT_USER_ERROR, main
 from tests.audio_factory import make_clip, make_collection
 
@@ -100,3 +101,20 @@ def test_the_shell_completes_commands_and_options(tmp_path):
     assert complete(tmp_path, "genre sw") == ["sweep"]
     assert complete(tmp_path, "genre sweep --gpu") == ["--gpus-per-trial"]
     assert "--config" in complete(tmp_path, "genre sweep --c")
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6379", True),
+        ("127.0.1.1:6379", True),
+        ("localhost:6379", True),
+        ("[::1]:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("10.0.0.5:6379", False),
+        ("head.cluster.local:6379", False),
+        ("auto", False),
+    ],
+)
+def test_a_head_on_loopback_is_told_from_a_cluster_address(address, loopback):
+    assert is_loopback_address(address) is loopback

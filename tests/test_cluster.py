@@ -109,6 +109,30 @@ def test_a_cluster_address_where_nothing_answers_fails_at_once_with_one_line(
     assert dead in lines[0] and "Connection refused" in lines[0]
 
 
+def test_a_driver_joins_a_loopback_head_from_a_shell_without_rays_single_node_mode(
+    local_head, tiny_audio, tmp_path
+):
+    # What a user does after cluster/local-head.sh: `genre prepare --address 127.0.0.1:PORT` from a
+    # shell that lacks the head's RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0. Without it Ray's driver
+    # took the machine's routable address and waited minutes for a GCS on loopback.
+    environment = client_environment(local_head.token)
+    environment.pop(RAY_CLUSTER_MODE_VARIABLE, None)
+    out = tmp_path / "data"
+    command = [
+        sys.executable,
+        "-m",
+        "genre.cli",
+        "prepare",
+        str(tiny_audio),
+        str(out),
+        "--address",
+        local_head.gcs,
+    ]
+    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "manifest.json").is_file()
+
+
 @pytest.mark.parametrize(("token", "refusal"), [(None, "Unauthorized"), ("not-the-token", "Forbidden")],
                          ids=["without-token", "wrong-token"])  # fmt: skip
 def test_the_local_head_refuses_a_job_without_its_token(local_head, tmp_path, token, refusal):
