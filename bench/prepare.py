@@ -6,6 +6,7 @@ Run by hand (needs the bench extra: pip install -e '.[bench]'):
 
 Reports audio seconds processed per wall second for
   prepare  `genre prepare SRC OUT` as a user runs it (process start and Ray's start included),
+           and the same with --address of a Ray started before (prepare_running_ray),
   librosa  a plain single-process loop: librosa.load, then librosa's mel of every 3 s window,
   study    the 2021 study's method: librosa mel (288 bands) drawn into a 432x288 PNG per window,
 and where `prepare`'s time goes: Ray start, then decode, log-mel and Parquet per core.
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
+from prepare_phases import running_ray  # bench/prepare_phases.py, beside this script
 
 from data_pipeline.audio import is_audio_path, load_mono
 from data_pipeline.features import FeatureConfig, LogMelExtractor
@@ -57,14 +59,15 @@ def audio_seconds(files: list[Path]) -> float:
     return sum(soundfile.info(str(f)).duration for f in files)
 
 
-def bench_prepare(source: Path, workdir: Path) -> dict:
+def bench_prepare(source: Path, workdir: Path, address: str | None = None) -> dict:
     out = workdir / "prepared"
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "genre.cli", "prepare", str(source), str(out), "--overwrite"],
+        [sys.executable, "-m", "genre.cli", "prepare", str(source), str(out), "--overwrite",
+         *(["--address", address] if address else [])],
         check=True,
         stdout=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     wall = time.perf_counter() - started
     run = json.loads((out / "manifest.json").read_text())["run"]
     return {"wall_s": wall, "inside_prepare_s": run["wall_seconds"], "audio_s": run["audio_seconds"]}
@@ -180,6 +183,11 @@ def main() -> None:
             report["prepare"] = {**result, "audio_s_per_s": total / result["wall_s"]}
             report["ray_start_s"] = ray_start_seconds()
             report["stages_single_core"] = stage_costs(audio_files(args.source.resolve()), workdir)
+            # The same against a Ray started before (`ray start --head`), as a user keeping one
+            # running between commands: no Ray start or shutdown in the command.
+            with running_ray(os.cpu_count() or 1) as address:
+                result = bench_prepare(source, workdir, address)
+            report["prepare_running_ray"] = {**result, "audio_s_per_s": total / result["wall_s"]}
         if "librosa" in methods:
             result = bench_librosa(files)
             report["librosa"] = {**result, "audio_s_per_s": total / result["wall_s"]}
@@ -191,11 +199,11 @@ def main() -> None:
                 "tracks": len(subset),
                 "audio_s_per_s": audio_seconds(subset) / result["wall_s"],
             }
-        if "prepare" in report:
+        for ours in ("prepare", "prepare_running_ray"):
             for other in ("librosa", "study"):
-                if other in report:
-                    ratio = report["prepare"]["audio_s_per_s"] / report[other]["audio_s_per_s"]
-                    report[f"prepare_over_{other}"] = round(ratio, 2)
+                if ours in report and other in report:
+                    ratio = report[ours]["audio_s_per_s"] / report[other]["audio_s_per_s"]
+                    report[f"{ours}_over_{other}"] = round(ratio, 2)
     print(json.dumps(report, indent=2, default=lambda v: round(v, 3)))
 
 

@@ -42,7 +42,13 @@ def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_l
     try:
         ray.init(address=address, **logging_options)
     except ConnectionError as error:
-        raise UserInputError(f"cannot connect to Ray at {address!r}: {error}") from None
+        hint = (
+            ""
+            if os.environ.get("RAY_AUTH_MODE") == "token"
+            else "; a cluster with token authentication (cluster/local-head.sh, the shipped clusters) also "
+            "needs RAY_AUTH_MODE=token and its token (cluster/README.md)"
+        )
+        raise UserInputError(f"cannot connect to Ray at {address!r}: {error}{hint}") from None
 
 
 def check_answers(address: str) -> None:
