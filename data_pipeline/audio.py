@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow.fs as pafs
 import soundfile
 
-from genre.storage import first_line, is_uri, open_storage
+from data_pipeline.errors import UserInputError
+from genre.storage import is_uri, open_storage, redact
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +40,12 @@ HEADER_READ_BYTES = 64 * 1024
 
 class AudioDecodeError(Exception):
     """A file that cannot be turned into audio; the message says why, for the rejects list."""
+
+
+class StorageReadError(UserInputError):
+    """A file that is there but could not be read from its object store: a network or service error
+    (after the filesystem's own retries), or credentials refused. Not the file's fault, so never a
+    reject: a featurizing task that meets one is retried, and if reading still fails the run stops."""
 
 
 def is_audio_path(path: PurePath) -> bool:
@@ -127,7 +134,9 @@ def _remote_audio(location: str, whole: bool) -> IO[bytes]:
         # The decoder's reads and seeks within the head are served from the buffer.
         return io.BufferedReader(target.filesystem.open_input_file(target.path), HEADER_READ_BYTES)
     except OSError as error:
-        raise AudioDecodeError(f"cannot read file: {first_line(error)}") from error
+        # The cloud SDK's reason may follow its first line ("... GetObject operation:\n<reason>").
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise StorageReadError(f"cannot read {redact(location)}: {reason}") from error
 
 
 def load_mono(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int, int]:

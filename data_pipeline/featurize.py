@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.audio import AudioDecodeError, load_mono
+from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono
 from data_pipeline.features import FeatureConfig, LogMelExtractor
 from data_pipeline.shards import segments_table, shard_name, write_shard
 from data_pipeline.split import SPLITS, segment_split
@@ -73,6 +73,8 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
         except AudioDecodeError as error:
             summary["reject"] = str(error)
             continue
+        except StorageReadError:
+            raise  # not the file's fault: Ray runs the task again, then the run stops (prepare.py)
         except Exception as error:  # one odd file must not cost the rest of the shard
             summary["reject"] = f"failed to process: {type(error).__name__}: {error}"
             continue

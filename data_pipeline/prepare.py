@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import ray
 
+from data_pipeline.audio import StorageReadError
 from data_pipeline.dataset_folder import StagingWriter, check_apart, check_out
 from data_pipeline.dataset_prefix import PrefixWriter, check_prefix
 from data_pipeline.discover import Discovery, Reject, Track, discover
@@ -42,6 +43,8 @@ from genre.storage import open_storage, redact
 Progress = Callable[[str], None]
 # Writing failed for want of space or permission: the user's to fix, not a bug.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# Runs of a featurizing task again after a StorageReadError, before the run stops.
+READ_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,12 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
                 f"cannot write the dataset next to OUT {redact(str(config.out))!r}: {disk_error}; "
                 "nothing was kept: free space or choose another OUT"
             ) from None
+        read_error = _storage_read_error(error)
+        if read_error is not None:
+            raise UserInputError(
+                f"{read_error} (tried {1 + READ_RETRIES} times); nothing was kept: check the storage "
+                "and its credentials, and run again"
+            ) from None
         raise
     return PrepareResult(config.out, manifest)
 
@@ -242,6 +251,20 @@ def _disk_error(error: BaseException) -> str | None:
     return None
 
 
+def _storage_read_error(error: BaseException) -> str | None:
+    """The message of the StorageReadError behind a failed featurizing task, if there is one."""
+    current: BaseException | None = error
+    for _ in range(10):
+        if current is None:
+            break
+        if isinstance(current, StorageReadError):
+            return str(current)
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    # A Ray Data task's error may reach the driver as the remote traceback's text only.
+    found = re.search(rf"{StorageReadError.__name__}: (.+)", str(error))
+    return found.group(1).strip() if found else None
+
+
 def _run_featurize(
     tracks: list[Track],
     track_split: TrackSplit,
@@ -269,7 +292,13 @@ def _run_featurize(
     step = max(1, len(tracks) // 10)
     with _featurize_data_context():
         dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
-            featurize_shard, fn_kwargs={"job": job}, num_cpus=1
+            featurize_shard,
+            fn_kwargs={"job": job},
+            num_cpus=1,
+            # A storage read that failed after pyarrow's own retries may be a passing outage: the
+            # shard's task runs again (it rewrites only its own file) before the run gives up.
+            max_retries=READ_RETRIES,
+            retry_exceptions=[StorageReadError],
         )
         for row in dataset.iter_rows():
             summaries.append(row)

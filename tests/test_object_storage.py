@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+from moto.s3.responses import S3Response
 
 from data_pipeline.dataset_prefix import PrefixWriter
 from data_pipeline.errors import UserInputError
+from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest
 from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.shards import read_split
@@ -27,6 +32,8 @@ from tests.s3_server import CREDENTIALS, bucket, s3_endpoint_fixture  # noqa: F4
 
 # As conftest's tiny_dataset: 64 bands, 1.5 s segments.
 FEATURES = ["--n-mels", "64", "--segment-seconds", "1.5"]
+S3_FEATURES = FeatureConfig(n_mels=64, segment_seconds=1.5)
+ACCESS_DENIED = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
 
 
 def put(uri: str, data: bytes) -> None:
@@ -184,6 +191,53 @@ def test_a_crash_part_way_leaves_nothing_in_the_bucket(s3_dataset, audio_bucket)
     config = PrepareConfig(source=audio_bucket, out=out)
     with pytest.raises(KeyboardInterrupt):
         prepare(config, progress=crash_on_first_progress)
+    assert files(out) == []
+
+
+@contextlib.contextmanager
+def store_refusing(name: str, size: int, refused: Callable[[int], bool]) -> Iterator[None]:
+    """The S3 server refuses (403) the n-th read of the whole object `name` (`size` bytes, n from 0)
+    when refused(n); header reads pass. pyarrow does not retry a 403 (a 503 it retries 30 times,
+    ~10 s), so each refusal fails the task that read it at once."""
+    original = S3Response.key_response
+    whole_reads = itertools.count()
+
+    def key_response(self, request, full_url, headers):
+        whole = request.headers.get("range") == f"bytes=0-{size - 1}"
+        if whole and urlsplit(full_url).path.endswith(f"/{name}") and refused(next(whole_reads)):
+            return 403, {}, ACCESS_DENIED
+        return original(self, request, full_url, headers)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(S3Response, "key_response", key_response)
+        yield
+
+
+def test_a_read_that_fails_once_costs_no_track_the_task_runs_again(s3_dataset, audio_bucket, tiny_audio):
+    track = tiny_audio / "genre0" / "genre0.00001.wav"
+    out = in_data_bucket(s3_dataset, "outage")
+    with store_refusing(track.name, track.stat().st_size, lambda n: n == 0):
+        prepare(PrepareConfig(source=audio_bucket, out=out, features=S3_FEATURES), progress=lambda _: None)
+    manifest = read_manifest(out)
+    assert all("genre0.00001" not in reject["path"] for reject in manifest["rejects"])
+    assert manifest["counts"] == read_manifest(s3_dataset.data)["counts"]
+
+
+def test_audio_the_storage_keeps_refusing_stops_the_run_and_keeps_nothing(
+    s3_dataset, audio_bucket, tiny_audio
+):
+    # Not a reject: a dataset silently missing tracks that were there is worse than no dataset.
+    track = tiny_audio / "genre0" / "genre0.00001.wav"
+    out = in_data_bucket(s3_dataset, "refused")
+    with (
+        store_refusing(track.name, track.stat().st_size, lambda n: True),
+        pytest.raises(UserInputError) as refused,
+    ):
+        prepare(PrepareConfig(source=audio_bucket, out=out, features=S3_FEATURES), progress=lambda _: None)
+    message = str(refused.value)
+    assert message.startswith("cannot read s3://") and "genre0.00001.wav" in message, message
+    assert "ACCESS_DENIED" in message and "tried 3 times" in message, message
+    assert "nothing was kept" in message and "\n" not in message and "genre-secret" not in message
     assert files(out) == []
 
 
