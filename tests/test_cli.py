@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import is_loopback_address
 from genre.cli import EXIT_USER_ERROR, main
 from tests.audio_factory import make_clip, make_collection
@@ -118,3 +119,30 @@ def test_the_shell_completes_commands_and_options(tmp_path):
 )
 def test_a_head_on_loopback_is_told_from_a_cluster_address(address, loopback):
     assert is_loopback_address(address) is loopback
+
+
+@pytest.mark.parametrize("auth_mode", [None, "token"])
+def test_a_cluster_that_refuses_the_connection_is_one_line_naming_token_auth_when_it_may_be_that(
+    monkeypatch, auth_mode
+):
+    # What Ray raises when a head with token authentication is joined without the token (seen with
+    # cluster/local-head.sh; the reason itself is only in Ray's own log line).
+    import ray
+
+    from data_pipeline import ray_connect
+
+    def refuse(**_: object) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")
+
+    monkeypatch.setattr(ray_connect, "check_answers", lambda address: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    if auth_mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", auth_mode)
+    with pytest.raises(UserInputError) as refused:
+        ray_connect.connect_ray("127.0.0.1:6379")
+    message = str(refused.value)
+    assert message.startswith("cannot connect to Ray at '127.0.0.1:6379': Failed to connect"), message
+    assert ("RAY_AUTH_MODE=token" in message) is (auth_mode is None)

@@ -133,20 +133,6 @@ def test_a_driver_joins_a_loopback_head_from_a_shell_without_rays_single_node_mo
     assert (out / "manifest.json").is_file()
 
 
-def test_joining_a_head_with_token_auth_without_the_token_says_what_is_missing(
-    local_head, tiny_audio, tmp_path
-):
-    environment = client_environment(None)
-    command = [sys.executable, "-m", "genre.cli", "prepare", str(tiny_audio), str(tmp_path / "data")]
-    run = subprocess.run(
-        [*command, "--address", local_head.gcs], env=environment, capture_output=True, text=True, timeout=180
-    )
-    assert run.returncode == 2, run.stderr[-3000:]
-    last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("genre prepare: error: cannot connect to Ray at "), last
-    assert "RAY_AUTH_MODE=token" in last and not (tmp_path / "data").exists()
-
-
 @pytest.mark.parametrize(("token", "refusal"), [(None, "Unauthorized"), ("not-the-token", "Forbidden")],
                          ids=["without-token", "wrong-token"])  # fmt: skip
 def test_the_local_head_refuses_a_job_without_its_token(local_head, tmp_path, token, refusal):
