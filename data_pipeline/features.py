@@ -61,9 +61,10 @@ class FeatureConfig:
     @property
     def frames(self) -> int:
         """Time frames of one segment's spectrogram."""
-        if self.center:
-            return 1 + self.segment_samples // self.hop_length
-        return 1 + (self.segment_samples - self.n_fft) // self.hop_length
+        # Centred frames see n_fft // 2 samples of padding on each side (torch.stft's rule), which is
+        # one sample short of n_fft in total for an odd n_fft.
+        padded = self.segment_samples + 2 * (self.n_fft // 2) if self.center else self.segment_samples
+        return 1 + (padded - self.n_fft) // self.hop_length
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +16,13 @@ from data_pipeline.features import FeatureConfig, LogMelExtractor
 from data_pipeline.shards import segments_table, shard_name, write_shard
 from data_pipeline.split import SPLITS, segment_split
 from genre.storage import open_storage
+
+if TYPE_CHECKING:
+    import torch
+
+# Reads of one file before a storage failure stops the run, and the pause after the n-th (n x this).
+READ_ATTEMPTS = 3
+READ_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
         }
         summaries.append(summary)
         try:
-            waveform, summary["source_rate"], summary["channels"] = load_mono(
+            waveform, summary["source_rate"], summary["channels"] = _load_with_retries(
                 track["path"], job.features.sample_rate
             )
             summary["seconds"] = waveform.numel() / job.features.sample_rate
@@ -74,7 +82,7 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             summary["reject"] = str(error)
             continue
         except StorageReadError:
-            raise  # not the file's fault: Ray runs the task again, then the run stops (prepare.py)
+            raise  # not the file's fault: the run stops, and keeps nothing (prepare.py)
         except Exception as error:  # one odd file must not cost the rest of the shard
             summary["reject"] = f"failed to process: {type(error).__name__}: {error}"
             continue
@@ -106,6 +114,24 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             table, open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)).location
         )
     return summaries
+
+
+def _load_with_retries(path: str, sample_rate: int) -> tuple[torch.Tensor, int, int]:
+    """load_mono, tried READ_ATTEMPTS times when the storage fails (after its own retries: pyarrow's
+    S3 filesystem retries a 503 about 30 times over ~10 s, a refusal not at all) with pauses between.
+
+    Retried here, for the one file, rather than as a Ray task: Ray Data retries its tasks without
+    limit after a system failure (a worker lost), and a retried task would read its whole shard again.
+    """
+    for attempt in range(1, READ_ATTEMPTS):
+        try:
+            return load_mono(path, sample_rate)
+        except StorageReadError:
+            time.sleep(READ_PAUSE_S * attempt)
+    try:
+        return load_mono(path, sample_rate)
+    except StorageReadError as error:
+        raise StorageReadError(f"{error} ({READ_ATTEMPTS} attempts)") from error
 
 
 def _offset_windows(

@@ -43,8 +43,6 @@ from genre.storage import open_storage, redact
 Progress = Callable[[str], None]
 # Writing failed for want of space or permission: the user's to fix, not a bug.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-# Runs of a featurizing task again after a StorageReadError, before the run stops.
-READ_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -187,8 +185,7 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
         read_error = _storage_read_error(error)
         if read_error is not None:
             raise UserInputError(
-                f"{read_error} (tried {1 + READ_RETRIES} times); nothing was kept: check the storage "
-                "and its credentials, and run again"
+                f"{read_error}; nothing was kept: check the storage and its credentials, and run again"
             ) from None
         raise
     return PrepareResult(config.out, manifest)
@@ -260,9 +257,10 @@ def _storage_read_error(error: BaseException) -> str | None:
         if isinstance(current, StorageReadError):
             return str(current)
         current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    # A Ray Data task's error may reach the driver as the remote traceback's text only.
-    found = re.search(rf"{StorageReadError.__name__}: (.+)", str(error))
-    return found.group(1).strip() if found else None
+    # A Ray Data task's error may reach the driver as the remote traceback's text only; a chained
+    # traceback prints the outermost error last.
+    found = re.findall(rf"{StorageReadError.__name__}: (.+)", str(error))
+    return found[-1].strip() if found else None
 
 
 def _run_featurize(
@@ -292,13 +290,7 @@ def _run_featurize(
     step = max(1, len(tracks) // 10)
     with _featurize_data_context():
         dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
-            featurize_shard,
-            fn_kwargs={"job": job},
-            num_cpus=1,
-            # A storage read that failed after pyarrow's own retries may be a passing outage: the
-            # shard's task runs again (it rewrites only its own file) before the run gives up.
-            max_retries=READ_RETRIES,
-            retry_exceptions=[StorageReadError],
+            featurize_shard, fn_kwargs={"job": job}, num_cpus=1
         )
         for row in dataset.iter_rows():
             summaries.append(row)
