@@ -15,6 +15,7 @@ from pathlib import Path, PurePath
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 import soundfile
 
@@ -99,8 +100,10 @@ def _open_checked(location: str | Path, whole: bool) -> Iterator[soundfile.Sound
             _check_not_truncated(audio.extra_info)
             yield audio
     except soundfile.LibsndfileError as error:
+        _raise_failed_read(source, text)
         raise AudioDecodeError(f"not decodable audio: {_libsndfile_reason(error)}") from error
     except (RuntimeError, ValueError, TypeError) as error:
+        _raise_failed_read(source, text)
         raise AudioDecodeError(f"not decodable audio: {error}") from error
 
 
@@ -132,11 +135,58 @@ def _remote_audio(location: str, whole: bool) -> IO[bytes]:
         if whole:
             return io.BytesIO(target.read_bytes())
         # The decoder's reads and seeks within the head are served from the buffer.
-        return io.BufferedReader(target.filesystem.open_input_file(target.path), HEADER_READ_BYTES)
+        head = _RemoteHead(target.filesystem.open_input_file(target.path))
+        return io.BufferedReader(head, HEADER_READ_BYTES)
     except OSError as error:
-        # The cloud SDK's reason may follow its first line ("... GetObject operation:\n<reason>").
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise StorageReadError(f"cannot read {redact(location)}: {reason}") from error
+        raise _storage_error(location, error) from error
+
+
+class _RemoteHead(io.RawIOBase):
+    """An object-store file for soundfile's header reads that keeps the error of a failed read and
+    reads as ended instead: raised, soundfile's read callback would print and swallow it, and
+    libsndfile report "Format not recognised". The caller raises it (_raise_failed_read)."""
+
+    def __init__(self, native: pa.NativeFile) -> None:
+        self._native = native
+        self.failure: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._native.read(len(buffer))
+        except OSError as error:
+            self.failure = self.failure or error
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._native.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._native.tell()
+
+    def close(self) -> None:
+        self._native.close()
+        super().close()
+
+
+def _raise_failed_read(source: object, location: str) -> None:
+    """Raise the StorageReadError behind a decoding failure of an object-store file, if there is one."""
+    head = getattr(source, "raw", None)
+    if isinstance(head, _RemoteHead) and head.failure is not None:
+        raise _storage_error(location, head.failure) from head.failure
+
+
+def _storage_error(location: str, error: OSError) -> StorageReadError:
+    # The cloud SDK's reason may follow its first line ("... GetObject operation:\n<reason>").
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return StorageReadError(f"cannot read {redact(location)}: {reason}")
 
 
 def load_mono(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int, int]:

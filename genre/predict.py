@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from data_pipeline.audio import AudioDecodeError, load_mono
+from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono
 from data_pipeline.features import LogMelExtractor
 from genre.checkpoints import LoadedModel
 
@@ -137,7 +137,8 @@ class Predictor:
     def _decode_file(self, path: str | Path) -> _Decoded:
         try:
             waveform, _, _ = load_mono(path, self.features.sample_rate)
-        except AudioDecodeError as error:
+        except (AudioDecodeError, StorageReadError) as error:
+            # One file that cannot be read (or decoded) is that file's error line, not the command's end.
             return _Decoded(str(path), error=str(error))
         mels = self._features(waveform)
         if len(mels) == 0:

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pytest
 from moto.s3.responses import S3Response
 
+from data_pipeline.audio import StorageReadError, probe_audio
 from data_pipeline.dataset_prefix import PrefixWriter
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
@@ -195,16 +196,19 @@ def test_a_crash_part_way_leaves_nothing_in_the_bucket(s3_dataset, audio_bucket)
 
 
 @contextlib.contextmanager
-def store_refusing(name: str, size: int, refused: Callable[[int], bool]) -> Iterator[None]:
-    """The S3 server refuses (403) the n-th read of the whole object `name` (`size` bytes, n from 0)
-    when refused(n); header reads pass. pyarrow does not retry a 403 (a 503 it retries 30 times,
-    ~10 s), so each refusal reaches genre's own retries at once."""
+def store_refusing(
+    name: str, refused: Callable[[int], bool], whole_size: int | None = None
+) -> Iterator[None]:
+    """The S3 server refuses (403) the n-th read (n from 0) of the object `name` when refused(n):
+    every read, or with `whole_size` only reads of the whole object (header reads pass). pyarrow does
+    not retry a 403 (a 503 it retries 30 times, ~10 s), so each refusal reaches genre at once."""
     original = S3Response.key_response
-    whole_reads = itertools.count()
+    reads = itertools.count()
 
     def key_response(self, request, full_url, headers):
-        whole = request.headers.get("range") == f"bytes=0-{size - 1}"
-        if whole and urlsplit(full_url).path.endswith(f"/{name}") and refused(next(whole_reads)):
+        counted = whole_size is None or request.headers.get("range") == f"bytes=0-{whole_size - 1}"
+        ours = request.method == "GET" and urlsplit(full_url).path.endswith(f"/{name}")
+        if ours and counted and refused(next(reads)):
             return 403, {}, ACCESS_DENIED
         return original(self, request, full_url, headers)
 
@@ -213,10 +217,18 @@ def store_refusing(name: str, size: int, refused: Callable[[int], bool]) -> Iter
         yield
 
 
+def test_a_header_the_storage_refuses_to_send_is_a_storage_error_not_a_reject(audio_bucket):
+    # The header is read inside soundfile, whose read callback swallows the error: without care it
+    # surfaced as "Format not recognised" and the track became a reject.
+    with store_refusing("genre0.00001.wav", lambda n: True), pytest.raises(StorageReadError) as refused:
+        probe_audio(below(audio_bucket, "genre0", "genre0.00001.wav"), min_seconds=1.0)
+    assert "ACCESS_DENIED" in str(refused.value) and "genre0.00001.wav" in str(refused.value)
+
+
 def test_a_read_that_fails_once_costs_no_track(s3_dataset, audio_bucket, tiny_audio):
     track = tiny_audio / "genre0" / "genre0.00001.wav"
     out = in_data_bucket(s3_dataset, "outage")
-    with store_refusing(track.name, track.stat().st_size, lambda n: n == 0):
+    with store_refusing(track.name, lambda n: n == 0, whole_size=track.stat().st_size):
         prepare(PrepareConfig(source=audio_bucket, out=out, features=S3_FEATURES), progress=lambda _: None)
     manifest = read_manifest(out)
     assert all("genre0.00001" not in reject["path"] for reject in manifest["rejects"])
@@ -230,7 +242,7 @@ def test_audio_the_storage_keeps_refusing_stops_the_run_and_keeps_nothing(
     track = tiny_audio / "genre0" / "genre0.00001.wav"
     out = in_data_bucket(s3_dataset, "refused")
     with (
-        store_refusing(track.name, track.stat().st_size, lambda n: True),
+        store_refusing(track.name, lambda n: True, whole_size=track.stat().st_size),
         pytest.raises(UserInputError) as refused,
     ):
         prepare(PrepareConfig(source=audio_bucket, out=out, features=S3_FEATURES), progress=lambda _: None)
