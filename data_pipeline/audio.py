@@ -75,8 +75,9 @@ def decode_mono(path: str | Path) -> tuple[np.ndarray, int, int]:
     return np.ascontiguousarray(mono), rate, channels
 
 
-def probe_audio(path: str | Path, min_seconds: float) -> None:
-    """Raise AudioDecodeError where the header alone shows the file unusable or shorter than `min_seconds`.
+def probe_audio(path: str | Path, min_seconds: float) -> float:
+    """The file's duration in seconds, from its header; AudioDecodeError where the header alone shows
+    the file unusable or shorter than `min_seconds`.
 
     Reads no samples: cheap enough to run on every file of a source before decoding any.
     """
@@ -84,6 +85,7 @@ def probe_audio(path: str | Path, min_seconds: float) -> None:
         seconds = audio.frames / audio.samplerate
     if seconds < min_seconds:
         raise AudioDecodeError(f"shorter than one {min_seconds:g} s segment ({seconds:.2f} s)")
+    return seconds
 
 
 @contextmanager

@@ -50,6 +50,8 @@ class Discovery:
     kind: str
     tracks: list[Track] = field(default_factory=list)
     skipped: list[Reject] = field(default_factory=list)
+    # The usable tracks' duration by their headers, once screened (data_pipeline.screen); else 0.
+    audio_seconds: float = 0.0
 
     @property
     def genres(self) -> list[str]:

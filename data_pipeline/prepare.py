@@ -168,11 +168,16 @@ def prepare(config: PrepareConfig, progress: Progress = print) -> PrepareResult:
             config.features, writer.shards, config.split, config.seed, ratios, labels, writer.tag,
             groups=config.groups(), train_offsets=config.train_offsets(),
         )  # fmt: skip
-        shard_size = config.tracks_per_shard or tracks_per_shard(len(tracks), _cluster_cpus())
+        mean_seconds = discovery.audio_seconds / max(1, len(discovery.tracks))
+        shard_size = config.tracks_per_shard or tracks_per_shard(len(tracks), _cluster_cpus(), mean_seconds)
         summaries = _run_featurize(tracks, track_split, shard_size, job, progress, started)
         manifest = _build_manifest(config, discovery, track_split, ratios, labels, summaries, writer)
         _check_every_split_has_every_genre(config, summaries, labels, ratios)
-        manifest["run"] = _run_stats(summaries, time.perf_counter() - started)
+        # The shard layout depends on the cluster it was made on: recorded, to make it again anywhere.
+        manifest["run"] = {
+            **_run_stats(summaries, time.perf_counter() - started),
+            "tracks_per_shard": shard_size,
+        }
         writer.publish(manifest)
     except BaseException as error:
         writer.abandon()

@@ -25,7 +25,8 @@ def screen(discovery: Discovery, min_seconds: float) -> Discovery:
     A genre all of whose files are unusable stops the run: its label would silently vanish.
     """
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        reasons = list(pool.map(lambda track: _unusable_because(track, min_seconds), discovery.tracks))
+        probes = list(pool.map(lambda track: _probe(track, min_seconds), discovery.tracks))
+    reasons = [reason for reason, _ in probes]
     usable = [track for track, reason in zip(discovery.tracks, reasons, strict=True) if not reason]
     failed = [(track, reason) for track, reason in zip(discovery.tracks, reasons, strict=True) if reason]
     # A URI's secret key, if written into it, stays out of the rejects list and messages.
@@ -39,12 +40,13 @@ def screen(discovery: Discovery, min_seconds: float) -> Discovery:
         raise UserInputError(
             f"no file of genre {lost[0]!r} can be used ({first.path}: {first.reason}){others}"
         )
-    return Discovery(discovery.source, discovery.kind, usable, [*discovery.skipped, *rejected])
+    audio_seconds = sum(seconds for reason, seconds in probes if not reason)
+    return Discovery(discovery.source, discovery.kind, usable, [*discovery.skipped, *rejected], audio_seconds)
 
 
-def _unusable_because(track: Track, min_seconds: float) -> str:
+def _probe(track: Track, min_seconds: float) -> tuple[str, float]:
+    """(why the track cannot be used, or "", its header's duration in seconds)."""
     try:
-        probe_audio(track.path, min_seconds)
+        return "", probe_audio(track.path, min_seconds)
     except AudioDecodeError as error:
-        return str(error)
-    return ""
+        return str(error), 0.0

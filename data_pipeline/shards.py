@@ -25,20 +25,25 @@ from genre.storage import Storage, first_line, open_storage, redact
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
 MEL_DTYPE = np.float16
 # Tracks per parallel task and Parquet file, when not given: about TASKS_PER_CPU tasks per CPU of the
-# cluster, between MIN and MAX tracks. Each task costs the driver and Ray Data ~10-20 ms whatever its
-# size (1,000 x 30 s tracks on 2 cores: 16.8 s in shards of 8, 15.0 s in shards of 64), and several
-# tasks per CPU keep every core busy to the end; at most 64 tracks (~20 MB of log-mels) per task.
+# cluster, between MIN and MAX tracks. Each task has a fixed cost whatever its size (~5 ms of the
+# driver's CPU; 1,000 x 30 s tracks on 2 cores: 16.8 s in shards of 8, 15.0 s in shards of 64), and
+# several tasks per CPU keep every core busy to the end. A task holds its shard's log-mels until it
+# writes them (~10 MB per audio minute at 128 bands), so long tracks make fewer per shard: at most
+# MAX_SHARD_AUDIO_SECONDS of audio (64 thirty-second tracks), and at least one track.
 MIN_TRACKS_PER_SHARD, MAX_TRACKS_PER_SHARD = 8, 64
 TASKS_PER_CPU = 4
+MAX_SHARD_AUDIO_SECONDS = 64 * 30.0
 _PREPARE_AGAIN = "prepare the dataset again (genre prepare SRC DATA --overwrite)"
 # Shard footers and files read at once: on an object store each is a request that mostly waits.
 READ_THREADS = 16
 
 
-def tracks_per_shard(tracks: int, cpus: float) -> int:
-    """Tracks per featurizing task and Parquet file for a collection of `tracks` on `cpus` CPUs."""
+def tracks_per_shard(tracks: int, cpus: float, mean_seconds: float = 30.0) -> int:
+    """Tracks per featurizing task and Parquet file for `tracks` tracks of `mean_seconds` on average,
+    on `cpus` CPUs."""
     wanted = math.ceil(tracks / (max(cpus, 1) * TASKS_PER_CPU))
-    return max(MIN_TRACKS_PER_SHARD, min(MAX_TRACKS_PER_SHARD, wanted))
+    size = max(MIN_TRACKS_PER_SHARD, min(MAX_TRACKS_PER_SHARD, wanted))
+    return max(1, min(size, math.floor(MAX_SHARD_AUDIO_SECONDS / max(mean_seconds, 1e-3))))
 
 
 def shard_name(index: int, tag: str = "") -> str:

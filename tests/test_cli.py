@@ -111,6 +111,7 @@ def test_the_shell_completes_commands_and_options(tmp_path):
         ("127.0.1.1:6379", True),
         ("localhost:6379", True),
         ("[::1]:6379", True),
+        ("[::ffff:127.0.0.1]:6379", True),
         ("ray://127.0.0.1:10001", True),
         ("10.0.0.5:6379", False),
         ("head.cluster.local:6379", False),

@@ -97,23 +97,29 @@ def test_the_manifest_describes_the_dataset(prepared, collection):
     assert {"python", "torch", "torchaudio", "ray", "pyarrow", "soundfile"} <= set(manifest["versions"])
     shard_rows = sum(s["rows"] for split in SPLITS for s in manifest["shards"][split])
     assert shard_rows == 30
+    # 15 tracks in tasks of 8 (the fewest chosen), ordered by split: train's 9 tracks (2 segments
+    # each) in the first task's file and in one of the second's.
+    assert manifest["run"]["tracks_per_shard"] == 8
+    assert sorted(s["rows"] for s in manifest["shards"]["train"]) == [2, 16]
     for split in SPLITS:
         for shard in manifest["shards"][split]:
             assert pq.read_metadata(prepared.out / shard["path"]).num_rows == shard["rows"]
 
 
 @pytest.mark.parametrize(
-    ("tracks", "cpus", "expected"),
+    ("tracks", "cpus", "seconds", "expected"),
     [
-        (20, 2, 8),  # small collections: at least 8 tracks a task
-        (70, 2, 9),  # about 4 tasks per CPU: 8 tasks of 9
-        (1000, 2, 64),  # at most 64 tracks a task
-        (1000, 16, 16),  # 63 tasks over 16 CPUs
-        (1000, 0, 64),  # a cluster with no CPU up yet counts as one
+        (20, 2, 30, 8),  # small collections: at least 8 tracks a task
+        (70, 2, 30, 9),  # about 4 tasks per CPU: 8 tasks of 9
+        (1000, 2, 30, 64),  # at most 64 tracks a task
+        (1000, 16, 30, 16),  # 63 tasks over 16 CPUs
+        (1000, 0, 30, 64),  # a cluster with no CPU up yet counts as one
+        (1000, 2, 300, 6),  # long tracks: at most 32 audio minutes a task
+        (20, 2, 3600, 1),  # hour-long ones one by one
     ],
 )
-def test_shard_size_follows_the_collection_and_the_cluster(tracks, cpus, expected):
-    assert tracks_per_shard(tracks, cpus) == expected
+def test_shard_size_follows_the_collection_and_the_cluster(tracks, cpus, seconds, expected):
+    assert tracks_per_shard(tracks, cpus, seconds) == expected
 
 
 def test_the_same_seed_gives_identical_shards(ray_session, collection, tmp_path):
