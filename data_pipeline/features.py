@@ -202,7 +202,7 @@ def _banded(filter_bank: torch.Tensor, filters_per_band: int = 16) -> tuple[_Mel
     for first in range(0, filter_bank.shape[1], filters_per_band):
         mels = slice(first, min(first + filters_per_band, filter_bank.shape[1]))
         used = filter_bank[:, mels].ne(0).any(dim=1).nonzero().flatten()
-        # A bank whose filters are all zero (an f_max below f_min's first bin) keeps one bin of zeros.
+        # Filters that are all zero (a band narrower than one FFT bin) keep one bin of zeros.
         bins = slice(int(used.min()), int(used.max()) + 1) if used.numel() else slice(0, 1)
         bands.append(_MelBand(mels, bins, filter_bank[bins, mels].T.contiguous()))
     return tuple(bands)
