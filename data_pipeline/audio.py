@@ -46,7 +46,7 @@ class AudioDecodeError(Exception):
 class StorageReadError(UserInputError):
     """A file that is there but could not be read from its object store: a network or service error
     (after the filesystem's own retries), or credentials refused. Not the file's fault, so never a
-    reject: a featurizing task that meets one is retried, and if reading still fails the run stops."""
+    reject: `prepare` reads the file again (data_pipeline.featurize), and if it still fails, stops."""
 
 
 def is_audio_path(path: PurePath) -> bool:
