@@ -240,13 +240,9 @@ def _disk_error(error: BaseException) -> str | None:
 
     A Ray Data task's error reaches the driver wrapped, its OSError only in the remote traceback's text.
     """
-    current: BaseException | None = error
-    for _ in range(10):
-        if current is None:
-            break
-        if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
-            return os.strerror(current.errno)
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    for link in _error_chain(error):
+        if isinstance(link, OSError) and link.errno in DISK_ERRNOS:
+            return os.strerror(link.errno)
     for number in map(int, re.findall(r"\[Errno (\d+)\]", str(error))):
         if number in DISK_ERRNOS:
             return os.strerror(number)
@@ -255,17 +251,23 @@ def _disk_error(error: BaseException) -> str | None:
 
 def _storage_read_error(error: BaseException) -> str | None:
     """The message of the StorageReadError behind a failed featurizing task, if there is one."""
-    current: BaseException | None = error
-    for _ in range(10):
-        if current is None:
-            break
-        if isinstance(current, StorageReadError):
-            return str(current)
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    for link in _error_chain(error):
+        if isinstance(link, StorageReadError):
+            return str(link)
     # A Ray Data task's error may reach the driver as the remote traceback's text only; a chained
     # traceback prints the outermost error last.
     found = re.findall(rf"{StorageReadError.__name__}: (.+)", str(error))
     return found[-1].strip() if found else None
+
+
+def _error_chain(error: BaseException, most: int = 10) -> Iterator[BaseException]:
+    """The error, then what caused it (a Ray error's `cause`, else Python's cause or context), in turn."""
+    current: BaseException | None = error
+    for _ in range(most):
+        if current is None:
+            return
+        yield current
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
 
 
 def _run_featurize(
