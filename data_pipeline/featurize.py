@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -110,8 +111,13 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
             rows["splits"],
             np.stack(rows["mels"]),
         )
+        # The rows in a seeded order, not track by track: a stream whose shuffle buffer is smaller than
+        # a shard still mixes its tracks (readers that want tracks sort: data_pipeline.shards.read_split).
+        order = list(range(table.num_rows))
+        random.Random(f"{job.seed}:rows:{row['shard']}").shuffle(order)
         write_shard(
-            table, open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)).location
+            table.take(order),
+            open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)).location,
         )
     return summaries
 

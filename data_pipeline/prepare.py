@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -281,9 +282,7 @@ def _run_featurize(
     def split_of(track: Track) -> str:
         return track_split.assignment.get(track.track_id, "")
 
-    # Tracks of one split share a shard, so a track-protocol task writes a single file.
-    groups = job.groups
-    ordered = sorted(tracks, key=lambda t: (groups.index(split_of(t)) if split_of(t) else 0, t.track_id))
+    ordered = shard_order(tracks, split_of, job.groups, job.seed)
     shards = [
         {
             "shard": index,
@@ -309,6 +308,26 @@ def _run_featurize(
                     f"{rejects} rejected, {time.perf_counter() - started:.1f} s"
                 )
     return sorted(summaries, key=lambda s: s["track_id"])
+
+
+def shard_order(
+    tracks: list[Track], split_of: Callable[[Track], str], groups: tuple[str, ...], seed: int
+) -> list[Track]:
+    """The order tracks are cut into shards in: split by split (so that a track-protocol task mostly
+    writes one file), and within a split a seeded mix of its tracks. Sorted by track, a shard would hold
+    one genre (`<genre>/<file>`), and a split streamed shard by shard would reach the model genre by
+    genre whatever its shuffle buffer; mixed, every shard holds the split's genres about as the split
+    does. The same seed gives the same shards."""
+    by_group: dict[str, list[Track]] = {}
+    for track in sorted(tracks, key=lambda t: t.track_id):
+        by_group.setdefault(split_of(track), []).append(track)
+    ordered: list[Track] = []
+    for group in sorted(by_group, key=lambda g: groups.index(g) if g else 0):
+        mixed = by_group[group]
+        # A string seed is hashed by SHA-512: the same order on every machine and Python run.
+        random.Random(f"{seed}:shards:{group}").shuffle(mixed)
+        ordered.extend(mixed)
+    return ordered
 
 
 @contextmanager

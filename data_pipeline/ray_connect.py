@@ -11,6 +11,7 @@ import ray
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import RAY_ADDRESS_VARIABLE, requested_cluster
+from data_pipeline.ray_internals import read_ray_address
 
 # A head that is up accepts a connection at once; Ray's own client would retry for minutes.
 CONNECT_TIMEOUT_S = 5.0
@@ -70,8 +71,6 @@ def _bootstrap_host_port(address: str) -> tuple[str, int] | None:
     """(host, port) that `address` names: 'auto' reads the address file of the last `ray start`."""
     if address == "auto":
         # Ray's order for "auto": RAY_ADDRESS, then the file.
-        from ray._private.utils import read_ray_address
-
         address = os.environ.get(RAY_ADDRESS_VARIABLE, "").replace("auto", "") or read_ray_address() or ""
         if not address:
             return None

@@ -233,11 +233,14 @@ class _Draws:
     def __init__(self, seed: int, rank: int, epoch: int, batch: int) -> None:
         self.key = f"{seed}/{rank}/{epoch}/{batch}"
 
+    def seed(self, kind: str) -> int:
+        digest = hashlib.blake2b(f"{self.key}/{kind}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
+
     def generator(self, kind: str) -> torch.Generator:
         import torch
 
-        digest = hashlib.blake2b(f"{self.key}/{kind}".encode(), digest_size=8).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+        return torch.Generator().manual_seed(self.seed(kind))
 
     def uniform(self, kind: str, count: int) -> torch.Tensor:
         import torch
@@ -255,12 +258,14 @@ class _Draws:
 
     def mixup(self, count: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Each window's partner and its own weight, folded into [0.5, 1] so its own label leads."""
+        import numpy as np
         import torch
 
-        generator = self.generator("mixup")
-        partner = torch.randperm(count, generator=generator)
-        # torch.distributions.Beta takes no generator; it samples this op, a Dirichlet over (a, a).
-        weight = torch._sample_dirichlet(torch.full((count, 2), float(alpha)), generator=generator)[:, 0]
+        partner = torch.randperm(count, generator=self.generator("mixup"))
+        # torch.distributions.Beta takes no generator (it draws from torch's global one), and torch has
+        # no other public seeded Beta or Gamma draw: numpy's, from a generator of its own kind.
+        draws = np.random.default_rng(self.seed("mixup-weight")).beta(alpha, alpha, size=count)
+        weight = torch.from_numpy(draws).float()
         # Beta(a, a) is symmetric: folding keeps the same mixes (i with j at w is j with i at 1 - w).
         return partner, torch.maximum(weight, 1 - weight)
 

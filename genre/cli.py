@@ -8,7 +8,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import argcomplete
 
@@ -17,7 +17,15 @@ from data_pipeline.features import FeatureConfig
 from data_pipeline.loopback import is_loopback_address, keep_local_ray_on_loopback, requested_cluster
 from data_pipeline.split import GTZAN_FILTERED, PROTOCOLS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# `genre sweep`'s exit codes, for a job runner (Ray Jobs, a KubeRay RayJob, CI, a shell's `&&`):
+# 0 when every trial completed (one stopped early by ASHA counts as completed); else one of these.
+# The table, history and summary are written either way.
+EXIT_ALL_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_SOME_TRIALS_FAILED = 3
 EXIT_INTERRUPTED = 130
 ADDRESS_HELP = (
     "Ray cluster to join: host:port, ray://host:port, or auto (inside a cluster); default: RAY_ADDRESS "
@@ -402,8 +410,28 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print()
     print(result.summary())
     print(f"TensorBoard: tensorboard --logdir {result.storage.experiment}")
-    failed = (result.table["status"] == "error").sum()
-    return 1 if failed == len(result.table) else 0
+    return _report_failed_trials("sweep", result.table["status"])
+
+
+def _report_failed_trials(command: str, statuses: pd.Series) -> int:
+    """The sweep's exit code, with a line on stderr for a job's log when some trial failed."""
+    code = sweep_exit_code(statuses)
+    if code:
+        failed = int((statuses == "error").sum())
+        print(
+            f"genre {command}: {failed} of {len(statuses)} trial(s) failed (exit code {code}); their errors "
+            "are in the results table's error column",
+            file=sys.stderr,
+        )
+    return code
+
+
+def sweep_exit_code(statuses: Sequence[str]) -> int:
+    """0 when no trial failed, EXIT_SOME_TRIALS_FAILED when some did, EXIT_ALL_TRIALS_FAILED when all did."""
+    failed = sum(status == "error" for status in statuses)
+    if failed == 0:
+        return 0
+    return EXIT_ALL_TRIALS_FAILED if failed == len(statuses) else EXIT_SOME_TRIALS_FAILED
 
 
 def _with_config_file(args: argparse.Namespace) -> argparse.Namespace:
@@ -522,7 +550,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print()
     print(result.sweep.summary())
     print("stages: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stage_seconds.items()))
-    return 0
+    return _report_failed_trials("demo", result.sweep.table["status"])
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:

@@ -1,12 +1,12 @@
-"""A trial's data: what each worker reads of the prepared splits, and the Ray Dataset of a streamed one.
+"""A trial's data: what each worker reads of the prepared splits, held or streamed.
 
 A worker holds its share of the train split in memory (on its GPU) when it fits, and shuffles it
 whole every epoch: streaming from Ray Data costs on every batch (Arrow blocks to tensors, a local
 shuffle buffer), more than one GPU needs to train the small CNNs (bench/README.md). A held split is
 read by the worker itself, straight from the dataset's Parquet shards (the 70-clip sample's 8 MiB
 in 0.1 s), where handing it over through Ray Data cost the sweep a materialisation of every split
-before the first trial (2.7 s on 2 cores). A train share too big to hold streams every epoch from
-a Ray Dataset that the driver reads once and Ray Data splits across the workers. The worker that
+before the first trial (2.7 s on 2 cores). A train share too big to hold is streamed every epoch by
+Ray Data from the shard files that the epoch deals to the worker (`StreamedSplit`). The worker that
 scores (rank 0) holds the val and test windows for the whole run, so an epoch's validation reads
 nothing.
 
@@ -16,7 +16,8 @@ worker reads (each of those processes would otherwise spend seconds importing it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 TRAIN, VAL, TEST = "train", "val", "test"
 # The splits a trial's best epoch is scored on, in the results table's order.
 SCORED_SPLITS = (TRAIN, VAL, TEST)
-# The Ray Dataset a streamed train split reaches the workers as.
-STREAMED_TRAIN = "train"
 # Bytes per float16 value on the wire and in memory; a label is an int64.
 MEL_BYTES, LABEL_BYTES = 2, 8
 
@@ -52,30 +51,6 @@ def shard_mib(features: dict[str, Any], train_segments: int, world_size: int) ->
 def held_in_memory(shard_size_mib: float, budget_mib: int) -> bool:
     """Whether a worker's share of this size is read once into memory rather than streamed."""
     return shard_size_mib <= budget_mib
-
-
-def open_datasets(data: str | Path, train_held: bool) -> dict[str, ray.data.Dataset]:
-    """The Ray Datasets a sweep's trials share: none when every worker holds the train split;
-    else the train split, read once into Ray's object store for every trial and epoch (Ray spills
-    to disk what memory cannot hold)."""
-    if train_held:
-        return {}
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    # Batches in file order: with the seeded shuffle buffer, the same seed gives the same metrics.
-    context.execution_options.preserve_order = True
-    # DATA's filesystem (an S3 or GCS one for a URI) goes with the read tasks, as Ray Data's own does.
-    filesystem, files = shard_files(data, read_manifest(data), TRAIN)
-    train = ray.data.read_parquet(files, columns=["mel", "label"], filesystem=filesystem)
-    return {STREAMED_TRAIN: train.materialize()}
-
-
-def trial_datasets(
-    datasets: dict[str, ray.data.Dataset],
-) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig]:
-    """What a trial's trainer gets: the streamed train split, for Ray Data to split across the
-    workers, or nothing (the workers read held splits themselves)."""
-    return dict(datasets), ray.train.DataConfig(datasets_to_split=list(datasets))
 
 
 def read_windows(
@@ -117,34 +92,85 @@ def read_windows(
 
 class TrainBatches:
     """Every epoch's batches for one worker: its share of the held train split shuffled whole, or,
-    when `whole` is None, its split of the streamed one."""
+    when `whole` is None, its share of the split streamed from DATA's shards."""
 
-    def __init__(self, config: TrialConfig, device: torch.device, whole: Windows | None) -> None:
+    def __init__(
+        self, config: TrialConfig, device: torch.device, whole: Windows | None, data: str | Path
+    ) -> None:
         self.config, self.device = config, device
         self.held: Windows | None = None
         self.whole: Windows | None = None  # with --random-offsets: every window, drawn from each epoch
         self.slots: torch.Tensor | None = None  # and its (track, slot) numbers
-        if whole is not None:
-            context = ray.train.get_context()
-            self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-            if config.random_offsets and config.train_offsets > 1:
-                self.whole, self.slots = whole, whole.slots(config.train_offsets)
-            else:
-                self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
+        self.streamed: StreamedSplit | None = None
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        if whole is None:
+            self.streamed = StreamedSplit(data, config.data_view()[TRAIN], self.rank, self.world_size)
+        elif config.random_offsets and config.train_offsets > 1:
+            self.whole, self.slots = whole, whole.slots(config.train_offsets)
+        else:
+            self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
 
     def __call__(self, epoch: int) -> Iterator[Batch]:
         from genre.windows import epoch_order_seed
 
+        seed, batch_size = self.config.seed, self.config.batch_size
         if self.whole is not None:
             # The same draw on every rank (the same seed), then each rank's share of it.
-            drawn = self.whole.one_per_slot(self.slots, self.config.seed, epoch)
+            drawn = self.whole.one_per_slot(self.slots, seed, epoch)
             share = drawn.rank_share(self.rank, self.world_size)
-            return share.shuffled(self.config.batch_size, self.config.seed, epoch)
+            return share.shuffled(batch_size, seed, epoch)
         if self.held is not None:
-            return self.held.shuffled(self.config.batch_size, self.config.seed, epoch)
-        return ray.train.get_dataset_shard(STREAMED_TRAIN).iter_torch_batches(
-            batch_size=self.config.batch_size,
+            return self.held.shuffled(batch_size, seed, epoch)
+        assert self.streamed is not None
+        return self.streamed.dataset(epoch_order_seed(seed, epoch)).iter_torch_batches(
+            batch_size=batch_size,
             local_shuffle_buffer_size=self.config.shuffle_buffer,
-            local_shuffle_seed=epoch_order_seed(self.config.seed, epoch),
+            local_shuffle_seed=epoch_order_seed(seed, epoch),
             device=self.device,
         )
+
+
+class StreamedSplit:
+    """One worker's share of a train split too big to hold, read from DATA's shards by Ray Data anew
+    every epoch: whole shard files, in an order of the epoch's seed, dealt among the workers.
+
+    Dealt here rather than by Ray Train's split of one shared Ray Dataset: that split hands each
+    epoch's blocks out in the same order, and Ray Data's own reseeded file shuffle counts executions
+    in the process that runs them, so a restarted worker would not find its epoch's order again. The
+    shards themselves hold a seeded mix of the split's tracks, their rows mixed too (`genre prepare`),
+    so the stream is mixed before the shuffle buffer mixes it further.
+    """
+
+    def __init__(self, data: str | Path, groups: str, rank: int, world_size: int) -> None:
+        manifest = read_manifest(data)
+        self.filesystem, self.files = shard_files(data, manifest, groups)
+        self.rows = [shard["rows"] for group in groups.split(",") for shard in manifest["shards"][group]]
+        self.rank, self.world_size = rank, world_size
+
+    def dataset(self, seed: int) -> ray.data.Dataset:
+        """This worker's windows of the epoch whose order `seed` gives, as a Ray Dataset of mel, label."""
+        shares, rows = deal_shards(self.rows, self.world_size, seed)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        # Rows in the files' dealt order: with the seeded shuffle buffer, the same seed gives the same
+        # batches.
+        context.execution_options.preserve_order = True
+        files = [self.files[index] for index in shares[self.rank]]
+        dataset = ray.data.read_parquet(files, columns=["mel", "label"], filesystem=self.filesystem)
+        return dataset.limit(rows) if rows < sum(self.rows[index] for index in shares[self.rank]) else dataset
+
+
+def deal_shards(rows: Sequence[int], world_size: int, seed: int) -> tuple[list[list[int]], int]:
+    """Each worker's shard files (indices into `rows`, each file's row count) for one epoch, in an
+    order of `seed`, dealt so that the workers' row counts stay close; and the rows every worker reads:
+    the smallest share's, as DDP's workers must take the same number of steps."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    totals = [0] * world_size
+    for index in order:
+        fewest = min(range(world_size), key=lambda rank: (totals[rank], rank))
+        shares[fewest].append(index)
+        totals[fewest] += rows[index]
+    return shares, min(totals)

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ray import tune
-from ray.train import Checkpoint
-from ray.train.v2._internal.execution.context import TrainRunContext
-from ray.train.v2.api.callback import UserCallback
+from ray.train import Checkpoint, UserCallback
 from ray.util.queue import Empty, Queue
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"
@@ -34,8 +32,9 @@ class QueueReports(UserCallback):
         self.queue = queue
 
     def after_report(
-        self, run_context: TrainRunContext, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None
     ) -> None:
+        # run_context: Ray's TrainRunContext, a class of its internals (ray.train.v2._internal), unused.
         item = dict(metrics[0])
         if checkpoint:
             item[CHECKPOINT_PATH_KEY] = checkpoint.path

@@ -41,6 +41,20 @@ class NodeType:
 
 
 @dataclass(frozen=True)
+class ClusterGrowth:
+    """What a cluster reached by address may add (genre.node_types reads it), and where that was read.
+
+    `node_types`: the worker types its autoscaler adds (`()`: it adds none). None: not known, and then
+    `autoscaler` says why: False, none runs (nodes started by `ray start`: what the cluster has is what
+    it gets); True, one runs (or may) but what it may add cannot be read.
+    """
+
+    node_types: tuple[NodeType, ...] | None
+    autoscaler: bool
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class ResourcePlan:
     """What each trial asks for, and how many run at once."""
 
@@ -187,8 +201,7 @@ def _floor(value: float) -> float:
 
 def plan_cluster(
     *,
-    node_types: tuple[NodeType, ...] | None,
-    node_types_source: str = "",
+    growth: ClusterGrowth,
     cluster_cpus: float,
     cluster_gpus: float,
     num_trials: int,
@@ -202,10 +215,11 @@ def plan_cluster(
     """Plan for a cluster that may grow (one reached by address), as `plan_resources` takes it.
 
     What it has now, when that holds the trials (and holds a GPU, if the trials want one and a node
-    type has one). Else one node of the type its autoscaler can add (`node_types`), the trials
-    waiting in Tune's queue while the autoscaler starts it: only what no node type could hold is
-    refused. Else, the nodes it may add unknown (None), each trial's own request, waiting for a node
-    that holds it. `node_types_source` says where the node types were looked for (for the notes).
+    type has one). Else one node of the type its autoscaler can add, the trials waiting in Tune's
+    queue while the autoscaler starts it: only what no node type could hold is refused. Else, the
+    nodes it may add unknown, each trial's own request, waiting for a node that holds it.
+    `gpus_per_trial` None ("auto") never turns into CPU training on a cluster that may add GPU nodes
+    that genre cannot see: without a GPU now, an autoscaler whose node types are unknown is refused.
     """
     request: dict[str, Any] = dict(
         cluster_cpus=cluster_cpus,
@@ -218,17 +232,41 @@ def plan_cluster(
         largest_node_cpus=largest_node_cpus,
         largest_node_gpus=largest_node_gpus,
     )
-    gpu_types = [t for t in node_types or () if t.gpus > 0]
-    wants_gpu_node = gpus_per_trial is None and cluster_gpus <= 0 and gpu_types
-    if not wants_gpu_node:
-        try:
-            return plan_resources(**request)
-        except ClusterTooSmall as refusal:
-            if node_types is None:
-                return _waiting_plan(request, refusal, node_types_source)
-            if not node_types:
-                raise
-    return _node_type_plan(request, node_types or (), node_types_source)
+    node_types = growth.node_types
+    cpu_note = None
+    if gpus_per_trial is None and cluster_gpus <= 0:
+        if any(t.gpus > 0 for t in node_types or ()):
+            return _node_type_plan(request, node_types or (), growth.source)
+        if node_types is None and growth.autoscaler:
+            raise UserInputError(
+                f"--gpus-per-trial auto: Ray has no GPU now, and the cluster's autoscaler may add GPU nodes "
+                f"that genre cannot see ({growth.source}): pass --gpus-per-trial 0 to train on CPU, or "
+                "--gpus-per-trial N (N GPUs per trial) to wait for GPU nodes"
+            )
+        # Nothing can add a GPU: the trials train on CPU, and the first line says why.
+        request["gpus_per_trial"] = 0.0
+        cpu_note = _cpu_note(growth)
+    try:
+        plan = plan_resources(**request)
+    except ClusterTooSmall as refusal:
+        if node_types is None:
+            plan = _waiting_plan(request, refusal, growth)
+        elif node_types:
+            plan = _node_type_plan(request, node_types, growth.source)
+        else:
+            raise
+    return replace(plan, notes=(cpu_note, *plan.notes)) if cpu_note else plan
+
+
+def _cpu_note(growth: ClusterGrowth) -> str:
+    """Why `auto` trains on CPU on a cluster reached by address (it has no GPU, nor can get one)."""
+    if growth.node_types is None:
+        return (
+            f"GPUs: Ray has none, and no autoscaler runs to add one ({growth.source}; a cluster of "
+            "`ray start` nodes has what it has): the trials train on CPU; --gpus-per-trial N waits for GPUs"
+        )
+    adds = "adds no node" if not growth.node_types else "adds no node type with one"
+    return f"GPUs: Ray has none, and the cluster {adds} ({growth.source}): the trials train on CPU"
 
 
 def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], source: str) -> ResourcePlan:
@@ -244,11 +282,9 @@ def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], s
             f"--gpus-per-trial {gpus:g} asks for GPUs, and Ray has none now and adds only {kinds}; "
             "pass --gpus-per-trial 0 to train on CPU"
         )
-    if gpus is None and not wants_gpu:
+    if gpus is None and not wants_gpu:  # auto, with GPUs now that cannot hold a trial, none to add
         request = {**request, "gpus_per_trial": 0.0}
-        notes = (
-            "GPUs: none now, and none of the node types the cluster adds has one: the trials train on CPU",
-        )
+        notes = ("GPUs: none of the node types the cluster adds has one: the trials train on CPU",)
     # GPU trials on the nodes with the most GPUs; CPU trials on those with the most CPUs.
     node = max(
         gpu_types if wants_gpu else node_types,
@@ -281,19 +317,33 @@ def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], s
     return replace(plan, max_concurrent=concurrent, notes=(why, *notes, *plan.notes))
 
 
-def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, source: str) -> ResourcePlan:
-    """Each trial's own request (a CPU per worker, no GPU unless asked), planned on a node that holds
-    one trial; every trial waits in Tune's queue for a node that holds it."""
-    cpus = request.get("cpus_per_trial") or float(request.get("num_workers", 1))
-    gpus = request.get("gpus_per_trial") or 0.0
+def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, growth: ClusterGrowth) -> ResourcePlan:
+    """Each trial's own request (a CPU per worker; the GPUs asked for, or with "auto" the share of
+    the GPUs Ray has now), planned on a node that holds one trial; every trial waits in Tune's queue
+    for a node that holds it."""
+    workers = request.get("num_workers", 1)
+    cpus = request.get("cpus_per_trial") or float(workers)
+    gpus = request.get("gpus_per_trial")
+    if gpus is None:  # auto with GPUs now (plan_cluster turned auto without GPUs into 0 or a refusal)
+        try:
+            gpus, _ = _auto_gpus(
+                request["cluster_gpus"], request["num_trials"], workers, request["max_concurrent"]
+            )
+        except ClusterTooSmall:  # fewer GPUs now than one trial's workers: a whole one each, waited for
+            gpus = float(workers)
     one_trial = {**request, "cpus_per_trial": cpus, "gpus_per_trial": gpus, "num_trials": 1}
     one_trial.update(max_concurrent=None, largest_node_cpus=None, largest_node_gpus=None)
     one_trial.update(cluster_cpus=DATA_CPUS + DRIVER_CPUS + cpus, cluster_gpus=gpus)
     plan = plan_resources(**one_trial)
     trials = request["num_trials"]
+    unseen = (
+        "no autoscaler runs to add nodes, only `ray start` can"
+        if not growth.autoscaler
+        else "genre cannot see which nodes it may add"
+    )
     why = (
-        f"the cluster cannot hold a trial now ({refusal}), and genre cannot see which nodes it may add "
-        f"({source}): each trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, "
-        "--gpus-per-trial) and waits for a node that holds it"
+        f"the cluster cannot hold a trial now ({refusal}), and {unseen} ({growth.source}): each trial "
+        f"asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, --gpus-per-trial) and waits "
+        "for a node that holds it"
     )
     return replace(plan, max_concurrent=min(trials, request.get("max_concurrent") or trials), notes=(why,))

@@ -26,7 +26,7 @@ from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import check_shards
 from data_pipeline.split import cv_splits
 from genre.config import BEST_BY
-from genre.datasets import held_in_memory, open_datasets, shard_mib
+from genre.datasets import held_in_memory, shard_mib
 from genre.gpu_sharing import sharing_note
 from genre.live_view import LiveView
 from genre.models import get_spec, resolve_weights
@@ -119,10 +119,8 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         folds=dataset_folds(manifest) if config.cv else 0,
         train_offsets=dataset_train_offsets(manifest),
     )
-    if not held:
-        progress("reading the train split once for every trial and epoch (Ray Data)")
     trainable = tune.with_resources(
-        tune.with_parameters(genre_trial, setup=setup, datasets=open_datasets(config.data, held)),
+        tune.with_parameters(genre_trial, setup=setup),
         {"cpu": DRIVER_CPUS},
     )
     tuner = _tuner(config, trainable, plan, storage, setup.folds, progress)
@@ -168,10 +166,11 @@ def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
         largest_node_cpus=max((node.get("CPU", 0.0) for node in nodes), default=None),
         largest_node_gpus=max((node.get("GPU", 0.0) for node in nodes), default=None),
     )
-    if requested_cluster(config.address) is None:
+    cluster = requested_cluster(config.address)
+    if cluster is None:
         return plan_resources(**request)  # genre's own Ray: this machine, and nothing more
-    node_types, source = scalable_node_types()
-    return plan_cluster(node_types=node_types, node_types_source=source, **request)
+    growth = scalable_node_types(ray_client=cluster.startswith("ray://"))
+    return plan_cluster(growth=growth, **request)
 
 
 def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int, progress: Progress) -> bool:
@@ -199,6 +198,13 @@ def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int,
         raise UserInputError(
             f"with --cv each worker holds its train folds in memory ({size:.0f} MiB), above "
             f"--train-in-memory-mib {train.train_in_memory_mib}: raise it, or add --num-workers"
+        )
+    shards = len(manifest["shards"].get("train", []))
+    if not held and shards < num_workers:
+        raise UserInputError(
+            f"a streamed train split is dealt to the workers shard file by shard file, and DATA's has "
+            f"{shards} file(s) for {num_workers} workers: lower --num-workers, raise --train-in-memory-mib, "
+            "or prepare DATA again with a smaller --tracks-per-shard"
         )
     where = "held in memory" if held else "streamed every epoch"
     progress(

@@ -1,7 +1,7 @@
 """What runs in a Tune trial's actor: one Ray Train V2 run of one model and configuration.
 
 The driver (genre.sweep) hands each trial a frozen `TrialSetup`; the trial builds its trainer and
-hands its workers the datasets. Light on purpose: the trial's actor and its Train controller import
+hands its workers what to read. Light on purpose: the trial's actor and its Train controller import
 this module, and neither imports torch (seconds for each process, and a sweep starts two of them
 per trial beside its workers): one worker needs no torch backend; several get `TorchTrainer`.
 """
@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
-import ray.data
 import ray.train
 from ray import tune
-from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+from data_pipeline.ray_internals import (
+    TRAIN_POLL_VARIABLE,
+    TRAIN_PREEMPTION_WATCHER_VARIABLE,
+    data_parallel_trainer,
+)
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
-from genre.datasets import trial_datasets
 from genre.report_relay import QueueReports, relay_reports
 from genre.run_folder import RunStorage
 from genre.storage import Storage, open_storage
@@ -27,7 +29,10 @@ from genre.storage import Storage, open_storage
 # Ray Train's controller collects one report per worker each time it polls (every 2 s by default),
 # and a worker's next report waits for the last to be collected: an epoch shorter than the poll
 # (most epochs on a GPU) waited for it. A poll is one small RPC per worker.
-REPORT_POLL_VARIABLE, REPORT_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.1
+REPORT_POLL_S = 0.1
+# Loaded with the module, which `genre sweep` imports first: a Ray without it stops the sweep, in one
+# line, before any trial starts.
+DataParallelTrainer = data_parallel_trainer()
 
 
 @dataclass(frozen=True)
@@ -81,18 +86,17 @@ class TrialSetup:
         )
 
 
-def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, ray.data.Dataset]) -> None:
+def genre_trial(sampled: dict[str, Any], setup: TrialSetup) -> None:
     """One Tune trial: a Ray Train V2 run of one model and configuration."""
     trial_id = tune.get_context().get_trial_id()
     config = setup.trial_config(sampled, trial_id)
     if setup.local_ray:
         # Ray Train watches every node for a drain notice from a cluster's autoscaler; on one
         # machine none comes, and the watcher is one more process per trial.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    os.environ.setdefault(REPORT_POLL_VARIABLE, str(REPORT_POLL_S))
+        os.environ.setdefault(TRAIN_PREEMPTION_WATCHER_VARIABLE, "0")
+    os.environ.setdefault(TRAIN_POLL_VARIABLE, str(REPORT_POLL_S))
     use_gpu = setup.gpus_per_worker > 0
     per_worker = {"CPU": setup.cpus_per_worker, **({"GPU": setup.gpus_per_worker} if use_gpu else {})}
-    worker_datasets, data_config = trial_datasets(datasets)
     trainer_class, backend = _data_parallel(setup.num_workers)
 
     def run(reports: QueueReports) -> None:
@@ -116,8 +120,6 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup, datasets: dict[str, 
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
             ),
-            datasets=worker_datasets,
-            dataset_config=data_config,
             **backend,
         )
         trainer.fit()

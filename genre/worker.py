@@ -77,7 +77,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         if loop_config["train_held"]
         else None
     )
-    batches = TrainBatches(config, device, whole_train)
+    batches = TrainBatches(config, device, whole_train, data)
     fault = Fault.parse(config.fault) if config.fault else None
     best_weights = fit(
         training,

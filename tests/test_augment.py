@@ -1,13 +1,16 @@
 """Augmenting training batches: masks, mixup and the gain against the floor, seeded and on any device."""
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional
 
+from genre import augment as augment_module
 from genre.augment import BUNDLES, Augment, Augmenter, bundle
 
 CLASSES, MELS, FRAMES, FLOOR = 10, 128, 130, -80.0
@@ -149,6 +152,27 @@ def test_mixup_mixes_the_windows_with_the_weights_of_their_targets():
         assert torch.allclose(out[index], expected, atol=1e-4)
         mixed += int(own < 1)
     assert mixed > CLASSES // 2
+
+
+@pytest.mark.parametrize(("alpha", "kept"), [(0.4, 0.84), (1.0, 0.75)])
+def test_mixup_weights_are_beta_alpha_alpha_folded_so_each_window_leads(alpha, kept):
+    # A window keeps E[max(w, 1 - w)] of itself, w ~ Beta(alpha, alpha): 84% at 0.4, 75% at 1.0.
+    count = 4096
+    mel, y = windows(count)[:, :2, :2], torch.arange(count) % CLASSES
+    _, targets = Augmenter(Augment(mixup_alpha=alpha), CLASSES, seed=0)(mel, y, epoch=0, batch=0)
+    own = targets[torch.arange(count), y]  # a partner of the same class adds to it: at least the weight
+    assert (own >= 0.5).all() and own.mean() == pytest.approx(kept, abs=0.02)
+
+
+def test_augmenting_uses_no_private_torch_api():
+    tree = ast.parse(Path(augment_module.__file__).read_text())
+    private = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        and ast.unparse(node.value).split(".")[0] == "torch"
+    ]  # fmt: skip
+    assert private == []
 
 
 def test_cross_entropy_takes_the_mixed_targets_as_they_are():

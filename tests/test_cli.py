@@ -8,7 +8,7 @@ import pytest
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import is_loopback_address
-from genre.cli import EXIT_USER_ERROR, main
+from genre.cli import EXIT_ALL_TRIALS_FAILED, EXIT_SOME_TRIALS_FAILED, EXIT_USER_ERROR, main, sweep_exit_code
 from tests.audio_factory import make_clip, make_collection
 
 
@@ -23,6 +23,20 @@ def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) ->
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code"),
+    [
+        (["completed", "completed"], 0),
+        (["completed", "stopped"], 0),  # stopped early by ASHA: a result, not a failure
+        (["completed", "error", "stopped"], EXIT_SOME_TRIALS_FAILED),
+        (["error", "error"], EXIT_ALL_TRIALS_FAILED),
+    ],
+)
+def test_a_sweep_exits_zero_only_when_no_trial_failed(statuses, code):
+    assert sweep_exit_code(statuses) == code
+    assert len({0, EXIT_SOME_TRIALS_FAILED, EXIT_ALL_TRIALS_FAILED, EXIT_USER_ERROR}) == 4
 
 
 def test_a_missing_source_exits_non_zero_with_one_line(tmp_path):

@@ -1,5 +1,7 @@
 """The cluster files as written: one image built from cluster/Dockerfile with constraints.txt's exact
-versions, token authentication on everywhere, shared storage that each manifest brings or mounts.
+versions and one CUDA (Ray's base image and PyTorch's build agree, and every file states the driver it
+needs), a launcher that boots a GPU AMI with room for the image, token authentication on everywhere,
+shared storage that each manifest brings or mounts.
 
 Running them for real: tests/test_cluster.py (a local head with its token, a job, a sweep).
 """
@@ -25,6 +27,17 @@ IMAGE_SOURCES = ("pyproject.toml", "constraints.txt", "README.md", "genre/", "da
 INSTALLING_FIELDS = {"pip", "uv", "conda", "py_executable", "image_uri", "container"}
 # GPUs per instance type used in the launcher YAML.
 GPUS_PER_INSTANCE = {"g5.xlarge": 1, "g5.12xlarge": 4, "p4d.24xlarge": 8}
+# The oldest Linux NVIDIA driver (major) each CUDA runs on, from NVIDIA's CUDA release notes.
+DRIVER_FLOOR = {"12.1": 530, "12.4": 550, "12.6": 560, "12.8": 570, "12.9": 575, "13.0": 580}
+# Every file that names the image, each of which states the driver its GPU nodes need.
+DRIVER_STATED_IN = (DOCKERFILE, RAYCLUSTER, RAYJOB, LAUNCHER, CLUSTER / "README.md")
+# The launcher's root disk: the Deep Learning Base AMI's own root snapshot, plus the image twice over
+# (a new tag is pulled while the old one is still on disk): Ray's CUDA devel image and PyTorch's CUDA
+# libraries, about 25 GB unpacked.
+AMI_ROOT_SNAPSHOT_GB = 75
+IMAGE_GB = 25
+# The CUDA 13 libraries of PyPI's torch, which constraints.txt pins and the image must not install.
+CUDA_LIBRARY = re.compile(r"^(cuda|nvidia)-")
 
 
 def documents(path: Path) -> list[dict]:
@@ -63,9 +76,52 @@ def constrained_versions() -> dict[str, str]:
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(instruction, arguments) of each line of cluster/Dockerfile, comments left out."""
-    lines = [line.split(maxsplit=1) for line in DOCKERFILE.read_text().splitlines()]
+    """(instruction, arguments) of each instruction of cluster/Dockerfile (continued lines joined, as
+    Docker reads them), comments left out."""
+    text = DOCKERFILE.read_text().replace("\\\n", "")
+    lines = [line.split(maxsplit=1) for line in text.splitlines()]
     return [(words[0].upper(), words[1]) for words in lines if words and not words[0].startswith("#")]
+
+
+def shell_commands(script: str) -> list[str]:
+    """The commands of a shell script's one line, split at each `;` outside quotes, blanks squeezed."""
+    commands, current, quote = [], "", None
+    for char in script:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == ";":
+            commands.append(current.strip())
+            current = ""
+            continue
+        current += char
+    return [" ".join(command.split()) for command in [*commands, current] if command.strip()]
+
+
+def install_commands() -> list[str]:
+    """The shell commands of the Dockerfile's one RUN that installs packages, in order."""
+    installs = [args for name, args in dockerfile_instructions() if name == "RUN" and "pip install" in args]
+    assert len(installs) == 1
+    return shell_commands(installs[0])
+
+
+def image_cuda() -> str:
+    """The CUDA of the Dockerfile's base image, from Ray's -cuXYZ tag: cu128 -> "12.8"."""
+    base = dict(dockerfile_instructions())["FROM"]
+    match = re.fullmatch(r"rayproject/ray:[0-9.]+-py311-cu(\d+)(\d)", base)
+    assert match, f"{base}: not a -cuXYZ tag (Ray's -gpu alias hides which CUDA it is)"
+    return f"{match[1]}.{match[2]}"
+
+
+def torch_cuda() -> str:
+    """The PyTorch CUDA variant the Dockerfile installs, from its TORCH_CUDA argument: cu128 -> "12.8"."""
+    instructions = dockerfile_instructions()
+    args = [args for name, args in instructions if name == "ARG" and args.startswith("TORCH_CUDA=")]
+    assert len(args) == 1, "no ARG TORCH_CUDA=cuXYZ: which CUDA build of torch the image installs"
+    match = re.fullmatch(r"TORCH_CUDA=cu(\d+)(\d)", args[0])
+    assert match, args[0]
+    return f"{match[1]}.{match[2]}"
 
 
 def built_image() -> str:
@@ -89,20 +145,74 @@ def test_every_manifest_parses_and_names_the_ray_version_of_the_constraints():
     assert len(versions) == 2 and set(versions) == {constrained_versions()["ray"]}
 
 
-def test_the_dockerfile_starts_from_the_ray_gpu_image_of_the_constraints():
+def test_the_dockerfile_starts_from_a_ray_cuda_image_of_the_constraints():
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", f"rayproject/ray:{constrained_versions()['ray']}-py311-gpu")
+    name, base = instructions[0]
+    ray = constrained_versions()["ray"]
+    assert name == "FROM" and re.fullmatch(rf"rayproject/ray:{ray}-py311-cu\d+", base)
     assert [name for name, _ in instructions].count("FROM") == 1
+
+
+def test_the_image_and_its_torch_are_built_for_one_cuda():
+    # Ray's -cuXYZ image is built on nvidia/cuda X.Y, PyTorch's +cuXYZ wheels on CUDA X.Y: the two agree
+    # when their major.minor does (one CUDA runtime in the image, and one driver floor for the nodes).
+    assert image_cuda() == torch_cuda() in DRIVER_FLOOR
+    commands = install_commands()
+    torch_install = next(c for c in commands if "download.pytorch.org" in c)
+    words = torch_install.split()
+    assert words[:2] == ["pip", "install"] and "--no-deps" in words  # nothing else from PyTorch's index
+    assert words[words.index("--index-url") + 1] == "https://download.pytorch.org/whl/${TORCH_CUDA}"
+    # Its packages: constraints.txt's torch, torchvision and torchaudio, each as the +${TORCH_CUDA} build.
+    assert "for name in torch torchvision torchaudio" in commands
+    assert 'do version=$(sed -n "s/^$name==//p" constraints.txt)' in commands
+    assert 'torch_builds="$torch_builds $name==$version+${TORCH_CUDA}"' in commands
+    assert all(canonical(name) in constrained_versions() for name in ("torch", "torchvision", "torchaudio"))
+    # The build itself checks that torch is that CUDA's build and that no other CUDA's library came in.
+    check = next(c for c in commands if c.startswith("python -c"))
+    assert "torch.version.cuda" in check and check.endswith('"${TORCH_CUDA}"')
 
 
 def test_the_dockerfile_installs_genre_with_the_exact_versions_of_constraints_txt():
     instructions = dockerfile_instructions()
     copied = {word for name, args in instructions if name == "COPY" for word in args.split()}
     assert set(IMAGE_SOURCES) <= copied
-    installs = [args for name, args in instructions if name == "RUN" and "pip install" in args]
-    assert len(installs) == 1
-    words = installs[0].split("&&")[0].split()
-    assert words[words.index("-c") + 1] == "constraints.txt" and words[-1] == "."
+    commands = install_commands()
+    genre = [c for c in commands if c.startswith("pip install") and c.endswith(" .")]
+    assert len(genre) == 1
+    words = genre[0].split()
+    constraints = words[words.index("-c") + 1]
+    # constraints.txt less the CUDA 13 libraries of PyPI's torch, made by the filter just before.
+    made = [c for c in commands if c.endswith(f"> {constraints}")]
+    assert len(made) == 1 and commands.index(made[0]) < commands.index(genre[0])
+    pattern, source = re.fullmatch(r"grep -vE '([^']+)' (\S+) > \S+", made[0]).groups()
+    assert source == "constraints.txt"
+    pins = constrained_versions()
+    kept = {name for name in pins if not re.search(pattern, name)}
+    assert {name for name in pins if CUDA_LIBRARY.search(name)}, "constraints.txt pins no CUDA library"
+    assert kept == {name for name in pins if not CUDA_LIBRARY.search(name)}  # every other pin stays
+    assert {"torch", "torchvision", "torchaudio", "triton", "ray"} <= kept
+    assert not any(name.endswith("-cu13") for name in kept)
+
+
+def test_every_cluster_file_states_the_driver_the_image_needs():
+    floor = DRIVER_FLOOR[image_cuda()]
+    for path in DRIVER_STATED_IN:
+        assert re.search(rf"driver (of )?(\*\*)?(>= )?{floor}\b", path.read_text()), path
+
+
+def test_the_launcher_boots_a_gpu_ami_with_a_root_disk_for_the_image():
+    # Without an ImageId Ray boots its default AMI, whose driver is older than the image's CUDA needs.
+    launcher = yaml.safe_load(LAUNCHER.read_text())
+    for node_type in launcher["available_node_types"].values():
+        config = node_type["node_config"]
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", config.get("ImageId", "")), config
+        root = [m for m in config.get("BlockDeviceMappings", []) if m["DeviceName"] == "/dev/sda1"]
+        assert len(root) == 1, config
+        assert root[0]["Ebs"]["VolumeSize"] >= AMI_ROOT_SNAPSHOT_GB + 2 * IMAGE_GB
+        assert root[0]["Ebs"]["VolumeType"] == "gp3"
+    # The file says how to find the current AMI of a region: AWS's public SSM parameter for it.
+    ssm = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+    assert ssm in LAUNCHER.read_text()
 
 
 def test_the_image_build_context_holds_what_the_dockerfile_copies_and_not_the_local_venv():

@@ -18,9 +18,9 @@ import pytest
 from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.manifest import is_dataset
 from genre.checkpoints import load_checkpoint
+from genre.cli import EXIT_SOME_TRIALS_FAILED, main
 from genre.results import TABLE_COLUMNS
 from genre.sweep_record import read_sweep_record
-from tests.conftest import sweep
 from tests.ray_nodes import (
     LOOPBACK,
     ListeningSampler,
@@ -57,11 +57,14 @@ def test_a_killed_worker_restarts_and_an_exception_leaves_an_error_row(tiny_data
     # 18 training segments in batches of 16: epoch 1, step 1 is the middle of cnn3's second epoch.
     killer = threading.Thread(target=lambda: os.kill(wait_for_file(pid_file), signal.SIGKILL), daemon=True)
     killer.start()
-    faults = {"cnn3": f"pause@1:1:{pid_file}", "cnn4": "raise@0:1"}
-    options = {"epochs": 3, "faults": faults, "amp": "bf16", "train_in_memory_mib": 0}
-    table = sweep(tiny_dataset, out, ("cnn3", "cnn4"), **options)
+    faults = f"cnn3=pause@1:1:{pid_file},cnn4=raise@0:1"
+    # Through the command, as a job runner sees it: one trial of two failed is a failed sweep.
+    options = ["--models", "cnn3,cnn4", "--epochs", "3", "--amp", "bf16", "--train-in-memory-mib", "0",
+               "--pretrained", "no", "--seed", "5", "--inject-fault", faults]  # fmt: skip
+    code = main(["sweep", str(tiny_dataset), str(out), *options])
     killer.join(timeout=1)
-    table = table.set_index("model")
+    assert code == EXIT_SOME_TRIALS_FAILED
+    table = pd.read_parquet(out / "results.parquet").set_index("model")
 
     assert table.loc["cnn3", "status"] == "completed", table.loc["cnn3", "error"]
     assert table.loc["cnn3", "amp"] == "bf16" and table.loc["cnn3", "test_segment_accuracy"] >= 0

@@ -2,11 +2,23 @@
 
 import json
 
+import pytest
 import yaml
 
+from genre import node_types as node_types_module
 from genre.node_types import kuberay_autoscaling_config, node_types_from_config, scalable_node_types
-from genre.resources import NodeType
+from genre.resources import ClusterGrowth, NodeType
 from tests.ray_nodes import REPO
+
+
+@pytest.fixture
+def nowhere(tmp_path, monkeypatch):
+    """A driver with no launcher configuration, outside KubeRay, and no service account."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_CLUSTER_NAME", raising=False)
+    monkeypatch.delenv("RAY_CLUSTER_NAMESPACE", raising=False)
+    monkeypatch.setattr(node_types_module, "SERVICE_ACCOUNT", tmp_path / "serviceaccount")
+    return tmp_path
 
 
 def test_the_launchers_bootstrap_config_on_the_head_gives_its_worker_types(tmp_path, monkeypatch):
@@ -14,9 +26,9 @@ def test_the_launchers_bootstrap_config_on_the_head_gives_its_worker_types(tmp_p
     launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
     (tmp_path / "ray_bootstrap_config.yaml").write_text(json.dumps(launcher))
     monkeypatch.setenv("HOME", str(tmp_path))
-    node_types, source = scalable_node_types()
-    assert node_types == (NodeType("gpu", cpus=4, gpus=1, max_workers=4),)  # the 0-CPU head is not one
-    assert str(tmp_path) in source
+    growth = scalable_node_types()
+    assert growth.node_types == (NodeType("gpu", cpus=4, gpus=1, max_workers=4),)  # the 0-CPU head is not one
+    assert str(tmp_path) in growth.source
 
 
 def test_the_kuberay_cluster_resource_gives_its_gpu_group():
@@ -26,17 +38,66 @@ def test_the_kuberay_cluster_resource_gives_its_gpu_group():
     assert node_types == (NodeType("gpu", cpus=8, gpus=1, max_workers=4),)
 
 
-def test_a_cluster_without_autoscaler_configuration_has_unknown_node_types(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("RAY_CLUSTER_NAME", raising=False)
-    assert scalable_node_types() == (None, "no autoscaler configuration found")
+def test_a_cluster_of_ray_start_nodes_has_no_autoscaler(nowhere):
+    assert scalable_node_types() == ClusterGrowth(
+        None, autoscaler=False, source="no autoscaler configuration found"
+    )
 
 
-def test_an_unreadable_launcher_config_leaves_the_node_types_unknown_with_the_reason(tmp_path, monkeypatch):
-    (tmp_path / "ray_bootstrap_config.yaml").write_text("{not json")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    node_types, source = scalable_node_types()
-    assert node_types is None and "could not be read" in source
+def test_an_unreadable_launcher_config_is_an_autoscaler_whose_node_types_are_unknown(nowhere):
+    (nowhere / "ray_bootstrap_config.yaml").write_text("{not json")
+    growth = scalable_node_types()
+    assert growth.node_types is None and growth.autoscaler and "could not be read" in growth.source
+
+
+def test_a_kuberay_pod_without_a_service_account_token_has_an_autoscaler_that_cannot_be_read(
+    nowhere, monkeypatch
+):
+    monkeypatch.setenv("RAY_CLUSTER_NAME", "genre")
+    growth = scalable_node_types()
+    assert growth.node_types is None and growth.autoscaler
+    assert "the RayCluster 'genre' cannot be read: no " in growth.source
+
+
+def test_a_raycluster_the_pod_may_not_read_is_an_autoscaler_whose_node_types_are_unknown(
+    nowhere, monkeypatch
+):
+    account = nowhere / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t")
+    (account / "namespace").write_text("default")
+    monkeypatch.setenv("RAY_CLUSTER_NAME", "genre")
+
+    def forbidden(namespace, name, *, timeout_s):
+        raise RuntimeError("403 Forbidden: rayclusters.ray.io 'genre' is forbidden")
+
+    monkeypatch.setattr(node_types_module.ray_internals, "get_ray_cluster", forbidden)
+    growth = scalable_node_types()
+    assert growth.node_types is None and growth.autoscaler and "403 Forbidden" in growth.source
+
+
+def test_a_readable_raycluster_gives_its_node_types(nowhere, monkeypatch):
+    account = nowhere / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t")
+    (account / "namespace").write_text("default")
+    monkeypatch.setenv("RAY_CLUSTER_NAME", "genre")
+    cluster = next(yaml.safe_load_all((REPO / "cluster" / "kuberay" / "raycluster.yaml").read_text()))
+    cluster["metadata"]["namespace"] = "default"
+    asked = []
+    monkeypatch.setattr(
+        node_types_module.ray_internals,
+        "get_ray_cluster",
+        lambda namespace, name, *, timeout_s: asked.append((namespace, name)) or cluster,
+    )
+    growth = scalable_node_types()
+    assert growth.node_types == (NodeType("gpu", cpus=8, gpus=1, max_workers=4),)
+    assert asked == [("default", "genre")]
+
+
+def test_through_ray_client_an_autoscaler_may_run_unseen(nowhere):
+    growth = scalable_node_types(ray_client=True)
+    assert growth.node_types is None and growth.autoscaler and "ray://" in growth.source
 
 
 def test_a_kuberay_cluster_without_its_autoscaler_adds_no_node():

@@ -8,7 +8,6 @@ import json
 import math
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import ray
@@ -18,7 +17,6 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.shards import read_mels, read_split
 from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.config import TrainConfig
-from genre.datasets import STREAMED_TRAIN, open_datasets
 from genre.inference import segment_probabilities
 from genre.metric_names import metric_columns
 from genre.metrics import split_metrics
@@ -79,15 +77,6 @@ def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_mod
         scores = split_metrics("test", probabilities, labels, test.column("track_id").to_pylist())
         for name, value in scores.items():
             assert math.isclose(value, row[name], abs_tol=1e-6), (row["model"], name)
-
-
-def test_a_streamed_train_split_reaches_the_trials_whole_and_in_file_order(tiny_dataset, ray_session):
-    # With the seeded shuffle buffer, this order is what makes a seed repeat a trial exactly.
-    assert open_datasets(tiny_dataset, train_held=True) == {}  # held splits: each worker reads them
-    rows = open_datasets(tiny_dataset, train_held=False)[STREAMED_TRAIN].take_all()
-    expected = read_split(tiny_dataset, "train", columns=["mel", "label"])
-    assert [row["label"] for row in rows] == expected.column("label").to_pylist()
-    assert np.array_equal(np.stack([row["mel"] for row in rows]), read_mels(expected))
 
 
 def test_sampled_configurations_under_asha_each_get_a_row(tiny_dataset, tmp_path):

@@ -1,0 +1,124 @@
+"""A train split too big to hold, streamed: mixed at any scale, a new order every epoch, the same
+orders for the same seed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_pipeline.features import FeatureConfig
+from data_pipeline.manifest import read_manifest
+from data_pipeline.prepare import PrepareConfig, prepare
+from data_pipeline.shards import read_split, shard_files
+from genre.datasets import StreamedSplit, deal_shards
+from tests.audio_factory import make_collection
+from tests.conftest import quiet
+
+GENRES, TRACKS_PER_GENRE = 10, 8
+# Rows in the buffer and in a batch: the train split (96 windows) is 24 times the buffer, as a large
+# collection's split is many times genre's default buffer.
+BUFFER, BATCH = 4, 8
+
+
+@pytest.fixture(scope="module")
+def many_genres(ray_session, tmp_path_factory) -> Path:
+    """10 genres x 8 tracks of 3 s as two 1.5 s windows each, 8 tracks a shard: 6 train shards."""
+    folder = tmp_path_factory.mktemp("many-genres")
+    audio = make_collection(folder / "audio", genres=GENRES, tracks=TRACKS_PER_GENRE, seconds=3.0)
+    features = FeatureConfig(n_mels=32, segment_seconds=1.5)
+    config = PrepareConfig(source=audio, out=folder / "data", features=features, tracks_per_shard=8)
+    prepare(config, progress=quiet)
+    return folder / "data"
+
+
+def first_batches_genres(data: Path, seed: int, batches: int) -> list[list[int]]:
+    dataset = StreamedSplit(data, "train", rank=0, world_size=1).dataset(seed)
+    labels = []
+    for batch in dataset.iter_torch_batches(
+        batch_size=BATCH, local_shuffle_buffer_size=BUFFER, local_shuffle_seed=seed
+    ):
+        labels.append(batch["label"].tolist())
+        if len(labels) == batches:
+            break
+    return labels
+
+
+def test_the_first_streamed_batches_hold_the_genres_about_as_the_split_does(many_genres):
+    split = Counter(read_split(many_genres, "train", columns=["label"]).column("label").to_pylist())
+    assert len(split) == GENRES and sum(split.values()) >= 20 * BUFFER
+    batches = first_batches_genres(many_genres, seed=0, batches=4)
+    # Sorted by track, each shard held one or two genres and so did every batch.
+    assert min(len(set(batch)) for batch in batches) >= 3, batches
+    first = Counter(label for batch in batches for label in batch)
+    assert len(first) >= 7, first  # 32 windows: of ten genres, not two or three
+    assert max(first.values()) <= 3 * max(split.values()) / sum(split.values()) * sum(first.values())
+
+
+def test_every_shard_holds_a_mix_of_its_splits_tracks_each_track_whole(many_genres):
+    manifest = read_manifest(many_genres)
+    tracks_seen: dict[str, str] = {}
+    for split, shards in manifest["shards"].items():
+        for shard in shards:
+            table = pq.read_table(many_genres / shard["path"], columns=["track_id", "genre", "segment"])
+            tracks = table.column("track_id").to_pylist()
+            if split == "train" and table.num_rows >= 16:
+                assert len(set(table.column("genre").to_pylist())) >= 4, shard["path"]
+                # Rows mixed too: not a track's windows one after another.
+                assert tracks != sorted(tracks), shard["path"]
+            for track in set(tracks):
+                assert tracks_seen.setdefault(track, shard["path"]) == shard["path"]  # one shard per track
+    # Readers that want tracks still get them sorted.
+    table = read_split(many_genres, "train", columns=["track_id", "segment"])
+    keys = list(zip(table.column("track_id").to_pylist(), table.column("segment").to_pylist(), strict=True))
+    assert keys == sorted(keys)
+
+
+def test_a_streamed_epoch_reads_every_window_once_in_its_seeds_order(many_genres):
+    split = StreamedSplit(many_genres, "train", rank=0, world_size=1)
+    rows = split.dataset(seed=11).take_all()
+    again = split.dataset(seed=11).take_all()
+    other = split.dataset(seed=12).take_all()
+    filesystem, files = shard_files(many_genres, read_manifest(many_genres), "train")
+    (order,), _ = deal_shards(split.rows, 1, seed=11)
+    expected = pa.concat_tables(
+        pq.read_table(files[index], columns=["mel", "label"], filesystem=filesystem) for index in order
+    )
+    assert [row["label"] for row in rows] == expected.column("label").to_pylist()
+    assert [row["label"] for row in again] == [row["label"] for row in rows]  # the same seed: the same order
+    assert [row["label"] for row in other] != [row["label"] for row in rows]  # another epoch: another
+    assert Counter(row["label"] for row in other) == Counter(row["label"] for row in rows)
+
+
+def test_two_workers_stream_disjoint_shares_of_one_size(many_genres):
+    shares = [StreamedSplit(many_genres, "train", rank, world_size=2).dataset(seed=3) for rank in (0, 1)]
+    counts = [share.count() for share in shares]
+    assert counts[0] == counts[1] > 0  # DDP's workers take the same number of steps
+
+
+def test_shards_are_dealt_whole_in_a_seeded_order_the_workers_rows_close():
+    rows = [16, 16, 14, 16, 9, 16, 16, 12]
+    shares, each = deal_shards(rows, 3, seed=5)
+    assert sorted(index for share in shares for index in share) == list(range(len(rows)))
+    totals = [sum(rows[i] for i in share) for share in shares]
+    assert each == min(totals) and max(totals) - min(totals) <= max(rows)
+    assert deal_shards(rows, 3, seed=5) == (shares, each)
+    orders = {tuple(deal_shards(rows, 1, seed=epoch)[0][0]) for epoch in range(5)}
+    assert len(orders) == 5  # a new order every epoch
+
+
+def test_a_streamed_split_with_fewer_shard_files_than_workers_is_refused_before_any_trial(
+    tiny_dataset, tmp_path, capsys
+):
+    from genre.cli import EXIT_USER_ERROR, main
+
+    files = len(read_manifest(tiny_dataset)["shards"]["train"])
+    argv = ["sweep", str(tiny_dataset), str(tmp_path / "run"), "--models", "cnn3", "--pretrained", "no",
+            "--train-in-memory-mib", "0", "--num-workers", str(files + 1)]  # fmt: skip
+    assert main(argv) == EXIT_USER_ERROR
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"has {files} file(s) for {files + 1} workers" in error and "--tracks-per-shard" in error
+    assert not (tmp_path / "run" / "results.parquet").exists()
