@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray.data
 import ray.train
 import ray.util
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
     from genre.windows import Batch, Windows
 
 TRAIN, VAL, TEST = "train", "val", "test"
-# The splits a trial's best epoch is scored on, in the results table's order.
-SCORED_SPLITS = (TRAIN, VAL, TEST)
 # Bytes per float16 value on the wire and in memory; a label is an int64.
 MEL_BYTES, LABEL_BYTES = 2, 8
 
@@ -59,10 +59,6 @@ def read_windows(
     """One split of the dataset in DATA, whole and in its shards' order, as tensors on `device`.
 
     DATA is a path or a URI: this process opens DATA's filesystem itself, from the text."""
-    import torch
-
-    from genre.windows import Windows
-
     columns = [
         "mel",
         "label",
@@ -79,14 +75,35 @@ def read_windows(
             f"node {ray.util.get_node_ip_address()} cannot read {error.filename or data}: DATA must be on "
             "storage that every node mounts at the same path"
         ) from None
+    return _as_windows(table, device)
+
+
+def read_windows_by_shard(data: str | Path, split: str, device: torch.device) -> Iterator[Windows]:
+    """One split of the dataset in DATA a shard file at a time, with each window's track: a split too
+    big to hold, scored."""
+    manifest = read_manifest(data)
+    filesystem, files = shard_files(data, manifest, split)
+    for path in files:
+        yield _as_windows(
+            pq.read_table(path, columns=["mel", "label", "track_id"], filesystem=filesystem), device
+        )
+
+
+def _as_windows(table: pa.Table, device: torch.device) -> Windows:
+    """A table of `mel`, `label` and any of `track_id` and `segment`, as tensors on `device`."""
+    import torch
+
+    from genre.windows import Windows
+
     if table.num_rows == 0:
         empty = torch.empty(0, device=device)
         return Windows(empty.half(), empty.long())
     # Copies: arrays from Arrow are read-only.
     mels = torch.tensor(read_mels(table)).to(device)
     labels = torch.tensor(table.column("label").to_numpy()).long().to(device)
-    tracks = tuple(table.column("track_id").to_pylist()) if with_tracks else ()
-    segments = torch.tensor(table.column("segment").to_numpy()).long() if with_segments else None
+    names = table.column_names
+    tracks = tuple(table.column("track_id").to_pylist()) if "track_id" in names else ()
+    segments = torch.tensor(table.column("segment").to_numpy()).long() if "segment" in names else None
     return Windows(mels, labels, tracks, segments)
 
 

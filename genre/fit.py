@@ -182,11 +182,25 @@ def train_epoch(
 
 def score(model: nn.Module, windows: Windows, split: str, device: torch.device, amp: str) -> Scores:
     """`{split}_{segment,track}_{accuracy,precision,recall}` of `model` on held windows, in eval mode."""
-    if len(windows) == 0:
+    return score_parts(model, [windows], split, device, amp)
+
+
+def score_parts(
+    model: nn.Module, parts: Iterable[Windows], split: str, device: torch.device, amp: str
+) -> Scores:
+    """The same over windows that arrive part by part (a split too big to hold, a shard at a time):
+    only their probabilities are kept, and a track's windows may come in any part."""
+    probabilities, labels, tracks = [], [], []
+    for windows in parts:
+        if len(windows) == 0:
+            continue
+        batches = torch.split(windows.mels, EVAL_BATCH.get(device.type, EVAL_BATCH["cuda"]))
+        probabilities.append(segment_probabilities(model, batches, device, amp))
+        labels.append(windows.labels.cpu())
+        tracks.extend(windows.track_ids)
+    if not probabilities:
         return {}
-    batches = torch.split(windows.mels, EVAL_BATCH.get(device.type, EVAL_BATCH["cuda"]))
-    probabilities = segment_probabilities(model, batches, device, amp)
-    return split_metrics(split, probabilities, windows.labels.cpu(), windows.track_ids)
+    return split_metrics(split, torch.cat(probabilities), torch.cat(labels), tracks)
 
 
 def cpu_copy(weights: Weights) -> Weights:

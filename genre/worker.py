@@ -21,9 +21,9 @@ from genre.amp import grad_scaler, resolve_amp
 from genre.augment import Augment, Augmenter
 from genre.checkpoints import save_best
 from genre.config import TrialConfig
-from genre.datasets import SCORED_SPLITS, TEST, TRAIN, VAL, TrainBatches, read_windows
+from genre.datasets import TEST, TRAIN, VAL, TrainBatches, read_windows, read_windows_by_shard
 from genre.faults import Fault
-from genre.fit import Report, Training, TrialState, Weights, fit, score, seed_everything
+from genre.fit import Report, Training, TrialState, Weights, fit, score, score_parts, seed_everything
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
 from genre.run_folder import TrialFolder
 
@@ -102,12 +102,14 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             epoch=state.best_epoch,
             metrics=state.best_metrics,
         )
-        if whole_train is None:
-            whole_train = read_windows(
-                data, view[TRAIN], device, with_tracks=True, with_segments=config.train_offsets > 1
-            )
-        held[TRAIN] = whole_train.grid(config.train_offsets)  # scored on the grid, as every dataset
-        for split in SCORED_SPLITS:
+        # Scored on the grid, as every dataset; a streamed split (never with offsets) a shard at a time.
+        train_parts = (
+            [whole_train.grid(config.train_offsets)]
+            if whole_train is not None
+            else read_windows_by_shard(data, view[TRAIN], device)
+        )
+        final.update(score_parts(training.plain_model, train_parts, TRAIN, device, amp))
+        for split in (VAL, TEST):
             final.update(score(training.plain_model, held[split], split, device, amp))
         folder.write_history(state.history)
     ray.train.report(

@@ -122,3 +122,19 @@ def test_a_streamed_split_with_fewer_shard_files_than_workers_is_refused_before_
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"has {files} file(s) for {files + 1} workers" in error and "--tracks-per-shard" in error
     assert not (tmp_path / "run" / "results.parquet").exists()
+
+
+def test_a_split_scored_a_shard_at_a_time_scores_as_when_held_whole(many_genres):
+    import torch
+
+    from genre.datasets import read_windows, read_windows_by_shard
+    from genre.fit import score, score_parts
+    from genre.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn3", num_classes=GENRES)
+    cpu = torch.device("cpu")
+    whole = score(model, read_windows(many_genres, "train", cpu, with_tracks=True), "train", cpu, "off")
+    parts = score_parts(model, read_windows_by_shard(many_genres, "train", cpu), "train", cpu, "off")
+    assert whole.keys() == parts.keys() and len(whole) == 6
+    assert all(abs(whole[name] - parts[name]) < 1e-6 for name in whole), (whole, parts)

@@ -21,7 +21,7 @@ from genre.inference import segment_probabilities
 from genre.metric_names import metric_columns
 from genre.metrics import split_metrics
 from genre.sweep import SweepConfig, run_sweep
-from tests.conftest import SIX, quiet
+from tests.conftest import SIX, quiet, sweep
 from tests.ray_nodes import LOOPBACK
 
 
@@ -63,6 +63,29 @@ def test_the_run_writes_the_table_history_plots_and_checkpoints(six_model_run):
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["model"]) == set(SIX) and set(summary["n"]) == {1}
     assert len(list((out / "tune").rglob("events.out.tfevents*"))) == 6  # TensorBoard logs
+
+
+def test_the_same_seed_gives_the_same_metrics_and_weights_whatever_trains_beside_it(
+    six_model_run, tiny_dataset, tmp_path
+):
+    """cnn3 alone, with the six-model sweep's seed and options: the same row, history and best weights
+    (on CPU; README, "Reproducible results": what holds on a GPU)."""
+    out, table = six_model_run
+    alone = sweep(tiny_dataset, tmp_path, ("cnn3",))
+    first, again = table.set_index("model").loc["cnn3"], alone.set_index("model").loc["cnn3"]
+    for column in [*metric_columns(), "best_epoch", "params", "lr", "batch_size", "seed"]:
+        assert first[column] == again[column], column
+    history = [
+        pd.read_parquet(folder / "history.parquet").query("model == 'cnn3'").reset_index(drop=True)
+        for folder in (out, tmp_path)
+    ]
+    assert history[0]["train_loss"].tolist() == history[1]["train_loss"].tolist()
+    weights = [
+        load_checkpoint(folder / row["checkpoint"])["state_dict"]
+        for folder, row in ((out, first), (tmp_path, again))
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def test_a_reloaded_best_checkpoint_reproduces_the_reported_test_metrics(six_model_run, tiny_dataset):
