@@ -27,7 +27,7 @@ from data_pipeline.featurize import ShardJob, featurize_shard
 from data_pipeline.manifest import FORMAT_VERSION, MANIFEST_NAME, library_versions
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.screen import screen
-from data_pipeline.shards import COLUMNS, tracks_per_shard, written_shards
+from data_pipeline.shards import COLUMNS, MIXED_SHARDS, tracks_per_shard, written_shards
 from data_pipeline.split import (
     PROTOCOLS,
     SPLITS,
@@ -415,6 +415,7 @@ def _build_manifest(
         "split": split_info,
         "counts": counts,
         "shards": written_shards(writer.shards, groups, writer.tag),
+        "shard_order": MIXED_SHARDS,
         "rejects": [r.to_dict() for r in rejects],
         "versions": library_versions(),
     }

@@ -24,6 +24,10 @@ from genre.storage import Storage, first_line, open_storage, redact
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
 MEL_DTYPE = np.float16
+# The manifest's `shard_order`: each shard holds a seeded mix of its split's tracks, its rows mixed
+# too (data_pipeline.prepare.shard_order), so that a split read shard by shard is mixed. Datasets
+# without it have one genre per shard, and only a split held whole is shuffled well.
+MIXED_SHARDS = "seeded mix of each split's tracks"
 # Tracks per parallel task and Parquet file, when not given: about TASKS_PER_CPU tasks per CPU of the
 # cluster, between MIN and MAX tracks. Each task has a fixed cost whatever its size (~5 ms of the
 # driver's CPU; 1,000 x 30 s tracks on 2 cores: 16.8 s in shards of 8, 15.0 s in shards of 64), and

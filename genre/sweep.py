@@ -23,7 +23,7 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import requested_cluster
 from data_pipeline.manifest import manifest_hash, read_manifest
 from data_pipeline.ray_connect import connect_ray
-from data_pipeline.shards import check_shards
+from data_pipeline.shards import MIXED_SHARDS, check_shards
 from data_pipeline.split import cv_splits
 from genre.config import BEST_BY
 from genre.datasets import held_in_memory, shard_mib
@@ -198,6 +198,13 @@ def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int,
         raise UserInputError(
             f"with --cv each worker holds its train folds in memory ({size:.0f} MiB), above "
             f"--train-in-memory-mib {train.train_in_memory_mib}: raise it, or add --num-workers"
+        )
+    if not held and manifest.get("shard_order") != MIXED_SHARDS:
+        raise UserInputError(
+            f"DATA's shards each hold one genre (prepared before genre mixed its shards), so a train split "
+            f"streamed shard by shard ({size:.0f} MiB per worker, above --train-in-memory-mib "
+            f"{train.train_in_memory_mib}) would reach the model genre by genre: prepare DATA again, or hold "
+            "it in memory (raise --train-in-memory-mib, or add --num-workers)"
         )
     shards = len(manifest["shards"].get("train", []))
     if not held and shards < num_workers:

@@ -138,3 +138,21 @@ def test_a_split_scored_a_shard_at_a_time_scores_as_when_held_whole(many_genres)
     parts = score_parts(model, read_windows_by_shard(many_genres, "train", cpu), "train", cpu, "off")
     assert whole.keys() == parts.keys() and len(whole) == 6
     assert all(abs(whole[name] - parts[name]) < 1e-6 for name in whole), (whole, parts)
+
+
+def test_a_dataset_of_unmixed_shards_is_refused_for_streaming_and_still_held(tiny_dataset, tmp_path, capsys):
+    """Prepared before genre mixed its shards (no `shard_order`): one genre per shard."""
+    import json
+    import shutil
+
+    from genre.cli import EXIT_USER_ERROR, main
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["shard_order"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["sweep", str(old), str(tmp_path / "run"), "--models", "cnn3", "--pretrained", "no"]
+    assert main([*argv, "--train-in-memory-mib", "0"]) == EXIT_USER_ERROR
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "each hold one genre" in error and "prepare DATA again" in error
