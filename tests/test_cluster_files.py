@@ -309,3 +309,23 @@ def test_nothing_listens_on_a_public_address_by_default():
     assert "--dashboard-host=127.0.0.1" in script and "--node-ip-address=127.0.0.1" in script
     launcher = yaml.safe_load(LAUNCHER.read_text())
     assert any("--dashboard-host=127.0.0.1" in c for c in launcher["head_start_ray_commands"])
+
+
+def test_the_job_entrypoint_hands_on_the_sweeps_exit_code(tmp_path):
+    """A job runner reads the entrypoint's code: jobs/sweep.sh must not turn a failed sweep into 0."""
+    import os
+    import stat
+    import subprocess
+
+    from genre.cli import EXIT_SOME_TRIALS_FAILED
+
+    # A `python` that records its arguments and exits as a sweep with failed trials does.
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\nexit {EXIT_SOME_TRIALS_FAILED}\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(REPO / "jobs" / "sweep.sh"), "data", "out", "--epochs", "3"], env=env)
+    assert run.returncode == EXIT_SOME_TRIALS_FAILED
+    assert (tmp_path / "args").read_text().split() == [
+        "-m", "genre.cli", "sweep", "data", "out", "--address", "auto", "--epochs", "3"
+    ]  # fmt: skip
