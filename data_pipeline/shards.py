@@ -24,6 +24,8 @@ from genre.storage import Storage, first_line, open_storage, redact
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")
 MEL_DTYPE = np.float16
+# What a split read whole is ordered by.
+ORDER_COLUMNS = ("track_id", "segment")
 # The manifest's `shard_order`: each shard holds a seeded mix of its split's tracks, its rows mixed
 # too (data_pipeline.prepare.shard_order), so that a split read shard by shard is mixed. Datasets
 # without it have one genre per shard, and only a split held whole is shuffled well.
@@ -181,11 +183,15 @@ def read_split(dataset: str | Path, split: str, columns: Sequence[str] | None = 
     if not files:
         return pa.schema([]).empty_table()
 
+    # The shards' rows are in a seeded mix (data_pipeline.prepare.shard_order): sorted here, by the two
+    # small columns read even when not asked for.
+    wanted = list(columns) if columns else None
+    read_columns = None if wanted is None else list(dict.fromkeys([*wanted, *ORDER_COLUMNS]))
+
     def read(path: str) -> pa.Table:
-        return pq.read_table(path, columns=list(columns) if columns else None, filesystem=filesystem)
+        return pq.read_table(path, columns=read_columns, filesystem=filesystem)
 
     with ThreadPoolExecutor(min(READ_THREADS, len(files))) as pool:
         table = pa.concat_tables(pool.map(read, files))  # in the manifest's order
-    if {"track_id", "segment"} <= set(table.column_names):
-        table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
-    return table
+    table = table.sort_by([(column, "ascending") for column in ORDER_COLUMNS])
+    return table if wanted is None else table.select(wanted)

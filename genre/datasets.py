@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray.data
 import ray.train
 import ray.util
 
@@ -140,23 +140,23 @@ class TrainBatches:
         if self.held is not None:
             return self.held.shuffled(batch_size, seed, epoch)
         assert self.streamed is not None
-        return self.streamed.dataset(epoch_order_seed(seed, epoch)).iter_torch_batches(
-            batch_size=batch_size,
-            local_shuffle_buffer_size=self.config.shuffle_buffer,
-            local_shuffle_seed=epoch_order_seed(seed, epoch),
-            device=self.device,
+        return self.streamed.batches(
+            epoch_order_seed(seed, epoch), batch_size, self.config.shuffle_buffer, self.device
         )
 
 
 class StreamedSplit:
-    """One worker's share of a train split too big to hold, read from DATA's shards by Ray Data anew
-    every epoch: whole shard files, in an order of the epoch's seed, dealt among the workers.
+    """One worker's share of a train split too big to hold, read from DATA's shards anew every epoch:
+    whole shard files, in an order of the epoch's seed, dealt among the workers, through a seeded
+    shuffle buffer. The shards hold a seeded mix of the split's tracks, their rows mixed too (`genre
+    prepare`), so the stream is mixed before the buffer mixes it further.
 
-    Dealt here rather than by Ray Train's split of one shared Ray Dataset: that split hands each
-    epoch's blocks out in the same order, and Ray Data's own reseeded file shuffle counts executions
-    in the process that runs them, so a restarted worker would not find its epoch's order again. The
-    shards themselves hold a seeded mix of the split's tracks, their rows mixed too (`genre prepare`),
-    so the stream is mixed before the shuffle buffer mixes it further.
+    The worker reads its files itself, one ahead in a thread, rather than through Ray Data. Ray Train's
+    split of one shared Ray Dataset hands each epoch's blocks out in the same order; Ray Data's own
+    reseeded file shuffle counts executions in the process that runs them, so a restarted worker would
+    not find its epoch's order again; and a Ray Dataset read from a worker every epoch runs listing and
+    read tasks that each need a whole free CPU on some node, which a sweep's plan need not leave on a
+    cluster packed with trials: the reads would wait for ever.
     """
 
     def __init__(self, data: str | Path, groups: str, rank: int, world_size: int) -> None:
@@ -165,17 +165,36 @@ class StreamedSplit:
         self.rows = [shard["rows"] for group in groups.split(",") for shard in manifest["shards"][group]]
         self.rank, self.world_size = rank, world_size
 
-    def dataset(self, seed: int) -> ray.data.Dataset:
-        """This worker's windows of the epoch whose order `seed` gives, as a Ray Dataset of mel, label."""
+    def batches(self, seed: int, batch_size: int, buffer_rows: int, device: torch.device) -> Iterator[Batch]:
+        """This worker's batches of the epoch whose order `seed` gives, on `device`."""
+        from genre.windows import buffered_batches
+
         shares, rows = deal_shards(self.rows, self.world_size, seed)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        # Rows in the files' dealt order: with the seeded shuffle buffer, the same seed gives the same
-        # batches.
-        context.execution_options.preserve_order = True
         files = [self.files[index] for index in shares[self.rank]]
-        dataset = ray.data.read_parquet(files, columns=["mel", "label"], filesystem=self.filesystem)
-        return dataset.limit(rows) if rows < sum(self.rows[index] for index in shares[self.rank]) else dataset
+        for batch in buffered_batches(self._chunks(files, rows), batch_size, max(buffer_rows, 1), seed):
+            yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+
+    def _chunks(self, files: list[str], rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `rows` rows of `files`, file by file, as (mels, labels) on the CPU; the next file
+        read while this one is consumed (pyarrow reads and decodes without the GIL)."""
+        import torch
+
+        def read(path: str) -> pa.Table:
+            return pq.read_table(path, columns=["mel", "label"], filesystem=self.filesystem)
+
+        left = rows
+        with ThreadPoolExecutor(1) as reader:
+            pending = [reader.submit(read, path) for path in files[:1]]
+            for index in range(len(files)):
+                table = pending.pop().result()
+                if index + 1 < len(files) and left > table.num_rows:
+                    pending.append(reader.submit(read, files[index + 1]))
+                table = table.slice(0, left)
+                left -= table.num_rows
+                # Copies: arrays from Arrow are read-only, and the buffer writes into what it holds.
+                yield torch.tensor(read_mels(table)), torch.tensor(table.column("label").to_numpy()).long()
+                if left == 0:
+                    return
 
 
 def deal_shards(rows: Sequence[int], world_size: int, seed: int) -> tuple[list[list[int]], int]:

@@ -3,7 +3,7 @@ actor imports this (through genre.datasets) and must start quickly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +73,59 @@ class Windows:
         take = slice(rank, usable, world_size)
         # contiguous(): a strided view would keep the whole split alive in memory.
         return Windows(self.mels[take].contiguous(), self.labels[take].contiguous())
+
+
+def buffered_batches(
+    chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_size: int, buffer_rows: int, seed: int
+) -> Iterator[Batch]:
+    """Batches of rows that arrive in chunks of (mels, labels), mixed through a seeded shuffle buffer
+    of `buffer_rows` rows: each arriving row takes the slot of a random row of the buffer, which goes
+    on to a batch; at the end the buffer goes out in a random order. Every row once, the last batch
+    smaller if need be; the same chunks and seed give the same batches.
+
+    tf.data's shuffle buffer, a chunk at a time (a chunk's rows take distinct slots). Written here
+    because Ray Data's local shuffle buffer needs a Ray Dataset, whose reads are Ray tasks
+    (genre.datasets.StreamedSplit says why a worker reads its share itself).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pool_mels: torch.Tensor | None = None
+    pool_labels = torch.empty(0, dtype=torch.long)
+    queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # rows out of the buffer, not yet batched
+    for mels, labels in chunks:
+        room = buffer_rows - len(pool_labels)
+        if room > 0:  # still filling the buffer
+            pool_mels = mels[:room] if pool_mels is None else torch.cat([pool_mels, mels[:room]])
+            pool_labels = torch.cat([pool_labels, labels[:room]])
+            mels, labels = mels[room:], labels[room:]
+        while len(labels):
+            step = min(len(labels), buffer_rows)
+            slots = torch.randperm(buffer_rows, generator=generator)[:step]
+            queue.append((pool_mels[slots], pool_labels[slots]))  # indexing copies
+            pool_mels[slots], pool_labels[slots] = mels[:step], labels[:step]
+            mels, labels = mels[step:], labels[step:]
+            yield from _full_batches(queue, batch_size)
+    if pool_mels is not None:
+        order = torch.randperm(len(pool_labels), generator=generator)
+        queue.append((pool_mels[order], pool_labels[order]))
+    yield from _full_batches(queue, batch_size, last=True)
+
+
+def _full_batches(
+    queue: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int, last: bool = False
+) -> Iterator[Batch]:
+    """The queued rows as whole batches (and, if `last`, a smaller one), leaving the rest queued."""
+    if not queue:
+        return
+    mels, labels = torch.cat([m for m, _ in queue]), torch.cat([lab for _, lab in queue])
+    queue.clear()
+    whole = len(labels) // batch_size * batch_size
+    for start in range(0, whole, batch_size):
+        yield {"mel": mels[start : start + batch_size], "label": labels[start : start + batch_size]}
+    if whole < len(labels):
+        if last:
+            yield {"mel": mels[whole:], "label": labels[whole:]}
+        else:
+            queue.append((mels[whole:], labels[whole:]))
 
 
 def epoch_order_seed(seed: int, epoch: int) -> int:

@@ -47,11 +47,13 @@ def test_a_local_write_replaces_the_file_whole_and_leaves_no_partial_file(tmp_pa
 def test_a_sweep_with_s3_storage_keeps_run_state_and_checkpoints_in_the_bucket(
     s3_endpoint, tiny_dataset, tmp_path, capsys
 ):
-    """Its trial trains data-parallel on two workers: rank 0 alone writes checkpoints to the bucket."""
+    """Its trial trains data-parallel on two workers: rank 0 alone writes checkpoints to the bucket.
+    The train split streams, each worker its share of the shard files, the two shares of one size (else
+    DDP's two workers would wait for each other's gradients forever)."""
     query = bucket(s3_endpoint, "genre-runs")
     storage = f"s3://{CREDENTIALS}genre-runs/sweeps/one?{query}"
     out = tmp_path / "run"
-    train = TrainConfig(epochs=1, pretrained="no", seed=5)
+    train = TrainConfig(epochs=2, pretrained="no", seed=5, train_in_memory_mib=0)
     config = SweepConfig(
         data=tiny_dataset, out=out, models=("cnn3",), train=train, storage=storage, num_workers=2
     )

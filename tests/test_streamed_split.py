@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest
@@ -35,22 +36,23 @@ def many_genres(ray_session, tmp_path_factory) -> Path:
     return folder / "data"
 
 
-def first_batches_genres(data: Path, seed: int, batches: int) -> list[list[int]]:
-    dataset = StreamedSplit(data, "train", rank=0, world_size=1).dataset(seed)
-    labels = []
-    for batch in dataset.iter_torch_batches(
-        batch_size=BATCH, local_shuffle_buffer_size=BUFFER, local_shuffle_seed=seed
-    ):
-        labels.append(batch["label"].tolist())
-        if len(labels) == batches:
-            break
-    return labels
+CPU = torch.device("cpu")
+
+
+def labels_streamed(data: Path, seed: int, *, rank: int = 0, world_size: int = 1, batch: int = BATCH,
+                    buffer: int = BUFFER) -> list[list[int]]:  # fmt: skip
+    split = StreamedSplit(data, "train", rank, world_size)
+    return [b["label"].tolist() for b in split.batches(seed, batch, buffer, CPU)]
+
+
+def flat(batches: list[list[int]]) -> list[int]:
+    return [label for batch in batches for label in batch]
 
 
 def test_the_first_streamed_batches_hold_the_genres_about_as_the_split_does(many_genres):
     split = Counter(read_split(many_genres, "train", columns=["label"]).column("label").to_pylist())
     assert len(split) == GENRES and sum(split.values()) >= 20 * BUFFER
-    batches = first_batches_genres(many_genres, seed=0, batches=4)
+    batches = labels_streamed(many_genres, seed=0)[:4]
     # Sorted by track, each shard held one or two genres and so did every batch.
     assert min(len(set(batch)) for batch in batches) >= 3, batches
     first = Counter(label for batch in batches for label in batch)
@@ -79,24 +81,29 @@ def test_every_shard_holds_a_mix_of_its_splits_tracks_each_track_whole(many_genr
 
 def test_a_streamed_epoch_reads_every_window_once_in_its_seeds_order(many_genres):
     split = StreamedSplit(many_genres, "train", rank=0, world_size=1)
-    rows = split.dataset(seed=11).take_all()
-    again = split.dataset(seed=11).take_all()
-    other = split.dataset(seed=12).take_all()
     filesystem, files = shard_files(many_genres, read_manifest(many_genres), "train")
     (order,), _ = deal_shards(split.rows, 1, seed=11)
-    expected = pa.concat_tables(
-        pq.read_table(files[index], columns=["mel", "label"], filesystem=filesystem) for index in order
+    expected = (
+        pa.concat_tables(
+            pq.read_table(files[index], columns=["label"], filesystem=filesystem) for index in order
+        )
+        .column("label")
+        .to_pylist()
     )
-    assert [row["label"] for row in rows] == expected.column("label").to_pylist()
-    assert [row["label"] for row in again] == [row["label"] for row in rows]  # the same seed: the same order
-    assert [row["label"] for row in other] != [row["label"] for row in rows]  # another epoch: another
-    assert Counter(row["label"] for row in other) == Counter(row["label"] for row in rows)
+    # A one-row buffer passes the rows on as they come: the files in the epoch's dealt order.
+    assert flat(labels_streamed(many_genres, seed=11, batch=1000, buffer=1)) == expected
+    rows = labels_streamed(many_genres, seed=11)
+    assert labels_streamed(many_genres, seed=11) == rows  # the same seed: the same batches
+    other = labels_streamed(many_genres, seed=12)
+    assert other != rows  # another epoch: another order
+    assert sorted(flat(other)) == sorted(flat(rows)) == sorted(expected)  # every window once
+    assert all(len(batch) == BATCH for batch in rows[:-1]) and 0 < len(rows[-1]) <= BATCH
 
 
 def test_two_workers_stream_disjoint_shares_of_one_size(many_genres):
-    shares = [StreamedSplit(many_genres, "train", rank, world_size=2).dataset(seed=3) for rank in (0, 1)]
-    counts = [share.count() for share in shares]
-    assert counts[0] == counts[1] > 0  # DDP's workers take the same number of steps
+    shares = [labels_streamed(many_genres, seed=3, rank=rank, world_size=2) for rank in (0, 1)]
+    # DDP's workers take the same number of steps of the same sizes.
+    assert [len(batch) for batch in shares[0]] == [len(batch) for batch in shares[1]] != []
 
 
 def test_shards_are_dealt_whole_in_a_seeded_order_the_workers_rows_close():
@@ -125,17 +132,14 @@ def test_a_streamed_split_with_fewer_shard_files_than_workers_is_refused_before_
 
 
 def test_a_split_scored_a_shard_at_a_time_scores_as_when_held_whole(many_genres):
-    import torch
-
     from genre.datasets import read_windows, read_windows_by_shard
     from genre.fit import score, score_parts
     from genre.models import create_model
 
     torch.manual_seed(0)
     model = create_model("cnn3", num_classes=GENRES)
-    cpu = torch.device("cpu")
-    whole = score(model, read_windows(many_genres, "train", cpu, with_tracks=True), "train", cpu, "off")
-    parts = score_parts(model, read_windows_by_shard(many_genres, "train", cpu), "train", cpu, "off")
+    whole = score(model, read_windows(many_genres, "train", CPU, with_tracks=True), "train", CPU, "off")
+    parts = score_parts(model, read_windows_by_shard(many_genres, "train", CPU), "train", CPU, "off")
     assert whole.keys() == parts.keys() and len(whole) == 6
     assert all(abs(whole[name] - parts[name]) < 1e-6 for name in whole), (whole, parts)
 

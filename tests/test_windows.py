@@ -5,7 +5,7 @@ import torch
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import read_mels, read_split
 from genre.datasets import read_windows, shard_mib
-from genre.windows import Windows
+from genre.windows import Windows, buffered_batches
 
 
 def held(rows: int) -> Windows:
@@ -78,3 +78,39 @@ def test_random_offsets_draw_one_window_per_track_and_slot_anew_each_epoch_and_t
     assert not torch.equal(windows.one_per_slot(slots_of, seed=3, epoch=1).labels, drawn.labels)
     grid = windows.grid(offsets)
     assert [int(s) % offsets for s in grid.segments] == [0] * 12 and len(grid) == 12
+
+
+def chunks_of(labels: list[int], size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mels, labels) chunks whose mel value is the row's number, to follow each row."""
+    rows = torch.arange(len(labels), dtype=torch.float16)[:, None, None].expand(-1, 2, 3).contiguous()
+    targets = torch.tensor(labels)
+    return [(rows[i : i + size].clone(), targets[i : i + size].clone()) for i in range(0, len(labels), size)]
+
+
+def test_the_shuffle_buffer_passes_every_row_once_in_batches_the_last_one_smaller():
+    batches = list(buffered_batches(chunks_of(list(range(103)), 10), batch_size=8, buffer_rows=16, seed=1))
+    rows = torch.cat([batch["mel"][:, 0, 0] for batch in batches]).long().tolist()
+    assert sorted(rows) == list(range(103))
+    assert [len(batch["label"]) for batch in batches] == [8] * 12 + [7]
+    # Each row keeps its label.
+    assert all(torch.equal(batch["mel"][:, 0, 0].long(), batch["label"]) for batch in batches)
+
+
+def test_the_shuffle_buffer_mixes_a_sorted_stream_and_repeats_for_a_seed():
+    genres = [row // 50 for row in range(500)]  # ten genres, one after another
+
+    def labels(seed: int) -> list[list[int]]:
+        return [b["label"].tolist() for b in buffered_batches(chunks_of(genres, 25), 10, 100, seed)]
+
+    first = labels(0)
+    assert labels(0) == first and labels(1) != first
+    # From a buffer of 100 rows (two genres' worth), a batch holds rows from up to 100 rows back.
+    assert len(set(first[0])) >= 2 and max(max(b) - min(b) for b in first) >= 2
+
+
+def test_a_one_row_buffer_keeps_the_order_and_a_large_one_shuffles_everything():
+    order = list(range(40))
+    kept = list(buffered_batches(chunks_of(order, 7), batch_size=40, buffer_rows=1, seed=0))
+    assert kept[0]["label"].tolist() == order
+    shuffled = list(buffered_batches(chunks_of(order, 7), batch_size=40, buffer_rows=1000, seed=0))
+    assert sorted(shuffled[0]["label"].tolist()) == order != shuffled[0]["label"].tolist()
