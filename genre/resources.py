@@ -1,9 +1,10 @@
-"""How many trials fit at once, and what each asks for: driver, Train workers, and Ray Data together.
+"""How many trials fit at once, and what each asks for: driver and Train workers, and a CPU to spare.
 
 A trial is a Tune driver (it only coordinates: a token CPU share) plus its Train workers. One whole
-CPU always stays unreserved for Ray Data's read tasks (they ask for 1 CPU each), which stream a
-train split too big to hold; without it the workers wait for data that cannot be read, and on a
-small machine the sweep hangs.
+CPU (DATA_CPUS) always stays unreserved. It was kept for Ray Data's read tasks (1 CPU each) of a
+streamed train split, which waited for ever without it; a worker now reads its share of a streamed
+split itself (genre.datasets.StreamedSplit), and the CPU stays as headroom for Ray's own processes
+and for Ray Data jobs (`genre prepare`) on the same cluster.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class ResourcePlan:
         return (
             f"{self.max_concurrent} trial(s) at once, each {self.num_workers} worker(s) x "
             f"{self.cpus_per_worker:g} CPU{gpus} + a {DRIVER_CPUS:g} CPU driver; "
-            f"{DATA_CPUS:g} CPU kept for Ray Data"
+            f"{DATA_CPUS:g} CPU kept free"
         )
 
 
@@ -119,8 +120,7 @@ def plan_resources(
     usable = cluster_cpus - DATA_CPUS
     if usable < DRIVER_CPUS + GRANULARITY:
         raise ClusterTooSmall(
-            f"Ray has {cluster_cpus:g} CPU(s); a sweep needs at least 2: one for Ray Data's reads, "
-            "one for training"
+            f"Ray has {cluster_cpus:g} CPU(s); a sweep needs at least 2: one kept free, one for training"
         )
     if gpus_per_trial > cluster_gpus:
         raise ClusterTooSmall(
@@ -131,20 +131,20 @@ def plan_resources(
     wanted = min(num_trials, max_concurrent or num_trials, by_gpu)
     explicit_cpus = cpus_per_trial is not None
     if cpus_per_trial is None:
-        # Share what is left after Ray Data evenly among the trials that will run together.
+        # Share what is left after the spare CPU evenly among the trials that will run together.
         per_trial = _floor(usable / wanted - DRIVER_CPUS)
         cpus_per_trial = max(per_trial, GRANULARITY * num_workers)
     needed = DRIVER_CPUS + cpus_per_trial
     if needed > usable + 1e-9:
         raise ClusterTooSmall(
             f"one trial needs {needed:g} CPUs (a {DRIVER_CPUS:g} driver + {cpus_per_trial:g} for its "
-            f"workers) but only {usable:g} of Ray's {cluster_cpus:g} are free after keeping "
-            f"{DATA_CPUS:g} for Ray Data; lower --cpus-per-trial"
+            f"workers) but only {usable:g} of Ray's {cluster_cpus:g} are left after keeping "
+            f"{DATA_CPUS:g} free; lower --cpus-per-trial"
         )
     cpus_per_worker = _floor(cpus_per_trial / num_workers) or GRANULARITY
     gpus_per_worker = gpus_per_trial / num_workers
     node_cpus = cluster_cpus if largest_node_cpus is None else largest_node_cpus
-    # On one node, that node also keeps Ray Data's CPU; on several, another node can.
+    # On one node, that node also keeps the spare CPU; on several, another node can.
     worker_cap = _floor(node_cpus - DRIVER_CPUS - (DATA_CPUS if node_cpus >= cluster_cpus else 0.0))
     if cpus_per_worker > worker_cap + 1e-9:
         if explicit_cpus:

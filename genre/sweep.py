@@ -174,18 +174,12 @@ def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
 
 
 def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int, progress: Progress) -> bool:
-    """Whether each worker holds its share of the train split in memory; says so either way.
-
-    A cross-validation trial's train split is its own folds: it is always held (the streamed train
-    split is one Ray Dataset that every trial shares).
-    """
+    """Whether each worker holds its share of the train split in memory (a cross-validation trial's:
+    its train folds, the largest of any fold's decides for all); says so either way."""
     train = config.train
     folds = dataset_folds(manifest) if config.cv else 0
-    segments = (
-        max(_segments(manifest, cv_splits(k, folds)["train"]) for k in range(folds))
-        if folds
-        else manifest["counts"]["train"]["segments"]
-    )
+    train_groups = [cv_splits(k, folds)["train"] for k in range(folds)] if folds else ["train"]
+    segments = max(_segments(manifest, groups) for groups in train_groups)
     size = shard_mib(manifest["features"], segments, num_workers)
     held = held_in_memory(size, train.train_in_memory_mib)
     if dataset_train_offsets(manifest) > 1 and not held:
@@ -194,11 +188,6 @@ def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int,
             f"split in memory ({size:.0f} MiB), above --train-in-memory-mib {train.train_in_memory_mib}: "
             "raise it, or add --num-workers"
         )
-    if folds and not held:
-        raise UserInputError(
-            f"with --cv each worker holds its train folds in memory ({size:.0f} MiB), above "
-            f"--train-in-memory-mib {train.train_in_memory_mib}: raise it, or add --num-workers"
-        )
     if not held and manifest.get("shard_order") != MIXED_SHARDS:
         raise UserInputError(
             f"DATA's shards each hold one genre (prepared before genre mixed its shards), so a train split "
@@ -206,7 +195,7 @@ def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int,
             f"{train.train_in_memory_mib}) would reach the model genre by genre: prepare DATA again, or hold "
             "it in memory (raise --train-in-memory-mib, or add --num-workers)"
         )
-    shards = len(manifest["shards"].get("train", []))
+    shards = min(sum(len(manifest["shards"][g]) for g in groups.split(",")) for groups in train_groups)
     if not held and shards < num_workers:
         raise UserInputError(
             f"a streamed train split is dealt to the workers shard file by shard file, and DATA's has "

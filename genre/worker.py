@@ -56,7 +56,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     training = Training(model, optimizer, grad_scaler(amp, device), device, amp, len(labels), world_size)
     state, best_weights = restore(training)
 
-    # Rank 0 scores: it holds the val and test windows, and the whole train split for its final score.
+    # Rank 0 scores: it holds the val and test windows, and scores the train split at the end.
     scores_here = rank == 0
     data = loop_config["data"]
     view = config.data_view()  # which of the dataset's shard groups each split reads

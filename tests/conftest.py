@@ -112,7 +112,8 @@ def folded(ray_session, tiny_audio, tmp_path_factory) -> PrepareResult:
 @pytest.fixture(scope="session")
 def cv_file_run(folded, tmp_path_factory) -> SimpleNamespace:
     """`genre sweep --config FILE OUT --epochs 2` as a user runs it: a 3-fold cross-validation of cnn3
-    from a YAML file (1 epoch there, 2 on the command line) that also logs to MLflow's file store."""
+    from a YAML file (1 epoch there, 2 on the command line) that also logs to MLflow's file store; each
+    trial streams its train folds (train-in-memory-mib 0)."""
     import os
 
     from genre.cli import main
@@ -122,7 +123,7 @@ def cv_file_run(folded, tmp_path_factory) -> SimpleNamespace:
     config = folder / "sweep.yaml"
     config.write_text(
         f"data: {folded.out}\nmodels: [cnn3]\ncv: true\nepochs: 1\nbatch-size: 8\npretrained: no\n"
-        f"seed: 5\nmlflow: {tracking}\n"
+        f"seed: 5\nmlflow: {tracking}\ntrain-in-memory-mib: 0\n"
     )
     out = folder / "run"
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 keeps its file store behind this
