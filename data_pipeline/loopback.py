@@ -24,8 +24,8 @@ import ipaddress
 import os
 from urllib.parse import urlsplit
 
-# Ray's own name for the switch: "0" = single-node mode, everything on loopback.
-RAY_CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+from data_pipeline.ray_internals import RAY_CLUSTER_MODE_VARIABLE  # "0": single-node mode, on loopback
+
 # Ray's variable naming the cluster to join; it counts as --address.
 RAY_ADDRESS_VARIABLE = "RAY_ADDRESS"
 

@@ -103,6 +103,14 @@ TRAIN_VARIABLES = {
     ),
 }
 
+# Ray's switch between its single-node mode (everything on 127.0.0.1: "0") and its cluster mode,
+# read when `ray` is imported (so set before that, in data_pipeline.loopback, and never checked at run
+# time); a Ray that renamed it would put genre's own Ray on every interface: the test compares it.
+RAY_CLUSTER_MODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+RAY_CLUSTER_MODE = Internal(
+    "ray._private.ray_constants", "ENABLE_RAY_CLUSTERS_ENV_VAR", "keeping genre's own Ray on loopback"
+)
+
 INTERNALS = (READ_RAY_ADDRESS, KUBERAY_AUTOSCALING_CONFIG, KUBERNETES_API_CLIENT, DATA_PARALLEL_TRAINER)
 
 

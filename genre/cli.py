@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # `genre sweep`'s exit codes, for a job runner (Ray Jobs, a KubeRay RayJob, CI, a shell's `&&`):
-# 0 when every trial completed (one stopped early by ASHA counts as completed); else one of these.
-# The table, history and summary are written either way.
-EXIT_ALL_TRIALS_FAILED = 1
+# 0 when every trial completed (one stopped early by ASHA counts as completed); else one of these,
+# apart from 1, Python's own for a crash. The table, history and summary are written either way.
+EXIT_ALL_TRIALS_FAILED = 4
 EXIT_USER_ERROR = 2
 EXIT_SOME_TRIALS_FAILED = 3
 EXIT_INTERRUPTED = 130

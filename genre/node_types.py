@@ -90,11 +90,18 @@ def node_types_from_config(config: dict[str, Any]) -> tuple[NodeType, ...]:
 
 
 def kuberay_autoscaling_config(ray_cluster: dict[str, Any]) -> dict[str, Any]:
-    """A RayCluster resource as KubeRay's autoscaler sees it (its groups as node types); one
-    without KubeRay's autoscaler adds no node (its worker groups are as the resource says)."""
+    """A RayCluster resource as KubeRay's autoscaler sees it (its groups as node types). One without
+    KubeRay's autoscaler has the nodes its worker groups' `replicas` say, and no more: they are its
+    node types, up to that many each (pods that are still pending are nodes on their way)."""
     config = ray_internals.kuberay_autoscaling_config(ray_cluster)
     if not ray_cluster["spec"].get("enableInTreeAutoscaling", False):
-        config["available_node_types"] = {}
+        groups = ray_cluster["spec"].get("workerGroupSpecs", [])
+        replicas = {group["groupName"]: int(group.get("replicas", 0)) for group in groups}
+        config["available_node_types"] = {
+            name: {**spec, "max_workers": replicas[name]}
+            for name, spec in config["available_node_types"].items()
+            if name in replicas
+        }
     return config
 
 

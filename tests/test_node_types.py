@@ -100,8 +100,14 @@ def test_through_ray_client_an_autoscaler_may_run_unseen(nowhere):
     assert growth.node_types is None and growth.autoscaler and "ray://" in growth.source
 
 
-def test_a_kuberay_cluster_without_its_autoscaler_adds_no_node():
+def test_a_kuberay_cluster_without_its_autoscaler_has_what_its_replicas_say_and_no_more():
     cluster = next(yaml.safe_load_all((REPO / "cluster" / "kuberay" / "raycluster.yaml").read_text()))
     cluster["metadata"]["namespace"] = "default"
     cluster["spec"]["enableInTreeAutoscaling"] = False
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    group.update(replicas=2, maxReplicas=4)
+    # Its GPU pods may still be pending: a sweep plans for them and waits, rather than train on CPU.
+    (gpu,) = node_types_from_config(kuberay_autoscaling_config(cluster))
+    assert (gpu.name, gpu.gpus, gpu.max_workers) == (group["groupName"], 1, 2)
+    group["replicas"] = 0
     assert node_types_from_config(kuberay_autoscaling_config(cluster)) == ()

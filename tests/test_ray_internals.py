@@ -35,6 +35,10 @@ def test_ray_train_still_reads_the_environment_variables_genre_sets(variable):
     assert TRAIN_VARIABLES[variable].load() == variable
 
 
+def test_ray_still_reads_the_variable_that_keeps_genres_own_ray_on_loopback():
+    assert ray_internals.RAY_CLUSTER_MODE.load() == ray_internals.RAY_CLUSTER_MODE_VARIABLE
+
+
 def test_kuberays_client_still_reads_its_timeout_from_the_environment():
     module = importlib.import_module(ray_internals.KUBERNETES_API_CLIENT.module)
     assert f'os.getenv("{KUBERAY_REQUEST_TIMEOUT_VARIABLE}"' in inspect.getsource(module)
