@@ -1,14 +1,14 @@
 """A trial's data: what each worker reads of the prepared splits, held or streamed.
 
 A worker holds its share of the train split in memory (on its GPU) when it fits, and shuffles it
-whole every epoch: streaming from Ray Data costs on every batch (Arrow blocks to tensors, a local
-shuffle buffer), more than one GPU needs to train the small CNNs (bench/README.md). A held split is
-read by the worker itself, straight from the dataset's Parquet shards (the 70-clip sample's 8 MiB
-in 0.1 s), where handing it over through Ray Data cost the sweep a materialisation of every split
-before the first trial (2.7 s on 2 cores). A train share too big to hold is streamed every epoch by
-Ray Data from the shard files that the epoch deals to the worker (`StreamedSplit`). The worker that
-scores (rank 0) holds the val and test windows for the whole run, so an epoch's validation reads
-nothing.
+whole every epoch: streaming costs on every batch (Arrow to tensors, a shuffle buffer), more than one
+GPU needs to train the small CNNs (bench/README.md). A held split is read by the worker itself,
+straight from the dataset's Parquet shards (the 70-clip sample's 8 MiB in 0.1 s), where handing it
+over through Ray Data cost the sweep a materialisation of every split before the first trial (2.7 s
+on 2 cores). A train share too big to hold is streamed every epoch from the shard files that the
+epoch deals to the worker (`StreamedSplit`). The worker that scores (rank 0) holds the val and test
+windows for the whole run, so an epoch's validation reads nothing, and scores a streamed train split
+a shard at a time.
 
 The trial's actor and Ray Train's controller import this module too: torch is imported only where a
 worker reads (each of those processes would otherwise spend seconds importing it).
@@ -56,7 +56,7 @@ def held_in_memory(shard_size_mib: float, budget_mib: int) -> bool:
 def read_windows(
     data: str | Path, split: str, device: torch.device, with_tracks: bool = False, with_segments: bool = False
 ) -> Windows:
-    """One split of the dataset in DATA, whole and in its shards' order, as tensors on `device`.
+    """One split of the dataset in DATA, whole and sorted by track and segment, as tensors on `device`.
 
     DATA is a path or a URI: this process opens DATA's filesystem itself, from the text."""
     columns = [
@@ -171,13 +171,21 @@ class StreamedSplit:
 
         shares, rows = deal_shards(self.rows, self.world_size, seed)
         files = [self.files[index] for index in shares[self.rank]]
-        for batch in buffered_batches(self._chunks(files, rows), batch_size, max(buffer_rows, 1), seed):
+        chunks = self._chunks(files, rows, seed)
+        for batch in buffered_batches(chunks, batch_size, max(buffer_rows, 1), seed):
             yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
 
-    def _chunks(self, files: list[str], rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The first `rows` rows of `files`, file by file, as (mels, labels) on the CPU; the next file
-        read while this one is consumed (pyarrow reads and decodes without the GIL)."""
+    def _chunks(self, files: list[str], rows: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `rows` rows of `files`, file by file, as (mels, labels) on the CPU, each file's rows
+        in an order of `seed`; the next file read while this one is consumed (pyarrow reads and decodes
+        without the GIL).
+
+        A file is held whole anyway, so its rows are shuffled whole every epoch: a file's rows in the
+        same order every epoch, mixed only by the buffer, trained measurably worse than a held split
+        (bench/README.md, "Held or streamed")."""
         import torch
+
+        generator = torch.Generator().manual_seed(seed)
 
         def read(path: str) -> pa.Table:
             return pq.read_table(path, columns=["mel", "label"], filesystem=self.filesystem)
@@ -191,8 +199,10 @@ class StreamedSplit:
                     pending.append(reader.submit(read, files[index + 1]))
                 table = table.slice(0, left)
                 left -= table.num_rows
-                # Copies: arrays from Arrow are read-only, and the buffer writes into what it holds.
-                yield torch.tensor(read_mels(table)), torch.tensor(table.column("label").to_numpy()).long()
+                order = torch.randperm(table.num_rows, generator=generator).numpy()
+                # Indexing copies: arrays from Arrow are read-only, and the buffer writes into what it holds.
+                mels, labels = read_mels(table)[order], table.column("label").to_numpy()[order]
+                yield torch.from_numpy(mels), torch.from_numpy(labels).long()
                 if left == 0:
                     return
 
