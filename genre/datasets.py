@@ -182,7 +182,7 @@ class StreamedSplit:
 
         A file is held whole anyway, so its rows are shuffled whole every epoch: a file's rows in the
         same order every epoch, mixed only by the buffer, trained measurably worse than a held split
-        (bench/README.md, "Held or streamed")."""
+        (bench/README.md, `bench/held_vs_streamed.py`)."""
         import torch
 
         generator = torch.Generator().manual_seed(seed)
