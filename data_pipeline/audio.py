@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     import torchaudio
 
+    from data_pipeline.features import FeatureConfig
+
 AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".mp3", ".ogg")
 
 # libsndfile repairs a WAV whose data was cut short and only notes it in its log,
@@ -37,10 +39,17 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 # A header read from an object store comes in one ranged request of this many bytes (a WAV's is 44,
 # a FLAC's or MP3's few KB); the decoder reads beyond it only where the header sends it.
 HEADER_READ_BYTES = 64 * 1024
+# Samples the screen decodes of each file (probe_audio): what a header alone cannot show, cheaply.
+PROBE_FRAMES = 1024
+NON_SEEKABLE_BLOCK = 1 << 16
 
 
 class AudioDecodeError(Exception):
     """A file that cannot be turned into audio; the message says why, for the rejects list."""
+
+
+class NotAudioError(AudioDecodeError):
+    """A file that holds no audio at all (empty, or a header no decoder knows): notes, artwork."""
 
 
 class StorageReadError(UserInputError):
@@ -58,14 +67,7 @@ def decode_mono(path: str | Path) -> tuple[np.ndarray, int, int]:
     """Decode a file with soundfile: (mono float32 samples, sample rate, source channel count)."""
     with _open_checked(path, whole=True) as audio:
         rate, channels = audio.samplerate, audio.channels
-        if audio.subtype == "PCM_16":
-            # Most collections (GTZAN's .au and .wav among them) are 16-bit PCM: read as int16 and
-            # scaled here, exactly libsndfile's own float conversion (x / 32768), 3x faster than it.
-            samples = np.multiply(
-                audio.read(dtype="int16", always_2d=True), np.float32(1 / 32768), dtype=np.float32
-            )
-        else:
-            samples = audio.read(dtype="float32", always_2d=True)
+        samples = _read_samples(audio, -1) if audio.seekable() else _read_in_blocks(audio)
     if samples.shape[0] == 0:
         raise AudioDecodeError("no audio samples in file")
     if not np.isfinite(samples).all():
@@ -79,13 +81,38 @@ def probe_audio(path: str | Path, min_seconds: float) -> float:
     """The file's duration in seconds, from its header; AudioDecodeError where the header alone shows
     the file unusable or shorter than `min_seconds`.
 
-    Reads no samples: cheap enough to run on every file of a source before decoding any.
+    Reads only the first PROBE_FRAMES samples: cheap enough to run on every file of a source.
     """
     with _open_checked(path, whole=False) as audio:
         seconds = audio.frames / audio.samplerate
+        # The first samples, read as decode_mono reads them all: a codec that fails there fails here,
+        # before the file takes a place in a split.
+        _read_samples(audio, min(audio.frames, PROBE_FRAMES))
     if seconds < min_seconds:
         raise AudioDecodeError(f"shorter than one {min_seconds:g} s segment ({seconds:.2f} s)")
     return seconds
+
+
+def _read_samples(audio: soundfile.SoundFile, frames: int) -> np.ndarray:
+    """Up to `frames` samples (-1: all) from the current position, [frames, channels] float32."""
+    if audio.subtype == "PCM_16":
+        # Most collections (GTZAN's .au and .wav among them) are 16-bit PCM: read as int16 and
+        # scaled here, exactly libsndfile's own float conversion (x / 32768), 3x faster than it.
+        return np.multiply(
+            audio.read(frames, dtype="int16", always_2d=True), np.float32(1 / 32768), dtype=np.float32
+        )
+    return audio.read(frames, dtype="float32", always_2d=True)
+
+
+def _read_in_blocks(audio: soundfile.SoundFile) -> np.ndarray:
+    """All samples of a file libsndfile cannot seek in (GSM 6.10), which reads only given counts.
+
+    Block by block to its end: the header's count is never trusted with one allocation.
+    """
+    blocks = [_read_samples(audio, NON_SEEKABLE_BLOCK)]
+    while len(blocks[-1]) == NON_SEEKABLE_BLOCK:
+        blocks.append(_read_samples(audio, NON_SEEKABLE_BLOCK))
+    return np.concatenate(blocks)
 
 
 @contextmanager
@@ -103,7 +130,8 @@ def _open_checked(location: str | Path, whole: bool) -> Iterator[soundfile.Sound
             yield audio
     except soundfile.LibsndfileError as error:
         _raise_failed_read(source, text)
-        raise AudioDecodeError(f"not decodable audio: {_libsndfile_reason(error)}") from error
+        kind = NotAudioError if error.code == _UNRECOGNISED_FORMAT else AudioDecodeError
+        raise kind(f"not decodable audio: {_libsndfile_reason(error, text)}") from error
     except (RuntimeError, ValueError, TypeError) as error:
         _raise_failed_read(source, text)
         raise AudioDecodeError(f"not decodable audio: {error}") from error
@@ -118,7 +146,7 @@ def _local_audio(path: Path) -> AbstractContextManager[Path]:
         # `genre predict music/` is a natural thing to type; say what to pass instead.
         raise AudioDecodeError(f"a folder, not an audio file; pass the files in it (e.g. {path}/*.wav)")
     if status.st_size == 0:
-        raise AudioDecodeError("empty file (0 bytes)")
+        raise NotAudioError("empty file (0 bytes)")
     return nullcontext(path)
 
 
@@ -133,7 +161,7 @@ def _remote_audio(location: str, whole: bool) -> IO[bytes]:
         if info.type == pafs.FileType.Directory:
             raise AudioDecodeError(f"a folder, not an audio file; pass the files in it (e.g. {target}/*.wav)")
         if info.size == 0:
-            raise AudioDecodeError("empty file (0 bytes)")
+            raise NotAudioError("empty file (0 bytes)")
         if whole:
             return io.BytesIO(target.read_bytes())
         # The decoder's reads and seeks within the head are served from the buffer.
@@ -202,6 +230,24 @@ def load_mono(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int, in
     return waveform, source_rate, channels
 
 
+def band_edge_hz(features: FeatureConfig) -> float:
+    """The top edge of the features' mel filterbank: f_max, at most the target rate's Nyquist."""
+    nyquist = features.sample_rate / 2
+    return min(features.f_max, nyquist) if features.f_max else nyquist
+
+
+def low_rate_note(source_rate: int, features: FeatureConfig) -> str:
+    """Why a file's top mel bands are empty, when its Nyquist is below their edge; else ""."""
+    edge = band_edge_hz(features)
+    if source_rate / 2 >= edge:
+        return ""
+    # Resampling up adds no content: the bands above the file's own Nyquist sit at the dB floor.
+    return (
+        f"recorded at {source_rate} Hz: nothing above {source_rate / 2:g} Hz, so the mel bands from there "
+        f"to {edge:g} Hz are at the floor"
+    )
+
+
 @lru_cache(maxsize=16)
 def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
     import torchaudio
@@ -221,6 +267,30 @@ def _check_not_truncated(log: str) -> None:
         )
 
 
-def _libsndfile_reason(error: soundfile.LibsndfileError) -> str:
+# libsndfile's SF_ERR_UNRECOGNISED_FORMAT: no decoder knows the header ("Format not recognised.").
+_UNRECOGNISED_FORMAT = 1
+# libsndfile's SFE_BAD_FILE: said of a regular file whose decoder found no stream in it, e.g. an MP3
+# holding only its ID3 tag, as "File does not exist or is not a regular file (possibly a pipe?)".
+_NO_STREAM = 7
+
+
+def _libsndfile_reason(error: soundfile.LibsndfileError, location: str) -> str:
     # The message starts with "Error opening '<path>': "; the path is already in the rejects entry.
+    if error.code == _NO_STREAM:  # the file is there and regular: _local_audio and _remote_audio saw it
+        if _head(location, 3) == b"ID3":
+            return "an ID3 tag with no MP3 audio after it"
+        return "no audio stream that libsndfile can decode"
     return error.error_string if getattr(error, "error_string", None) else str(error)
+
+
+def _head(location: str, size: int) -> bytes:
+    """The file's first `size` bytes, or b"" when they cannot be read."""
+    try:
+        if is_uri(location):
+            target = open_storage(location)
+            with target.filesystem.open_input_file(target.path) as file:
+                return file.read(size)
+        with open(location, "rb") as file:
+            return file.read(size)
+    except OSError:
+        return b""

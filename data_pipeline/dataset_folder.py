@@ -96,6 +96,9 @@ class StagingWriter:
     """Where a run writes a dataset on a file tree: a staging folder, renamed to OUT once complete."""
 
     def __init__(self, out: Path, overwrite: bool, progress: Callable[[str], None]) -> None:
+        # An OUT that is a link is replaced where it leads: the link stays, and leads to the new dataset
+        # (replaced itself, it became a folder and left the old link behind as a hidden `.replaced-`).
+        out = out.resolve()
         for stale in remove_interrupted_staging(out):
             progress(f"removed {stale.name}, left by an interrupted run")
         self.out, self.overwrite = out, overwrite

@@ -43,7 +43,7 @@ def check_prefix(out: Storage, overwrite: bool) -> None:
     if MANIFEST_NAME in files:
         if not overwrite:
             raise UserInputError(f"OUT {str(out)!r} already holds a dataset; pass --overwrite to replace it")
-        listed = _listed(read_manifest(out.location))
+        listed = _listed(read_manifest(out))
         foreign = [name for name in files if name not in listed and name not in ours]
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
@@ -70,14 +70,14 @@ class PrefixWriter:
         except OSError as error:
             raise UserInputError(f"cannot write to OUT {str(out)!r}: {first_line(error)}") from None
         # Where the featurizing tasks write <split>/<shard file>, and what ends their names.
-        self.shards = out.location
+        self.shards = out
 
     def publish(self, manifest: dict[str, Any]) -> None:
         """Make OUT the new dataset (its manifest), then delete the files of the one it replaces."""
         # Checked again: a file may have been put into OUT while the dataset was being made.
         check_prefix(self.out, self.overwrite)
         old = _current_manifest(self.out)
-        write_manifest(self.out.location, manifest)
+        write_manifest(self.out, manifest)
         # Only files that are in OUT: a manifest naming `../elsewhere` deletes nothing outside it.
         _delete(self.out, (_listed(old) - _listed(manifest)) & set(_files(self.out)) if old else ())
         self.marker.delete_file()
@@ -125,7 +125,7 @@ def _remove_run(out: Storage, tag: str, files: list[str]) -> None:
 
 
 def _current_manifest(out: Storage) -> dict[str, Any] | None:
-    return read_manifest(out.location) if out.child(MANIFEST_NAME).is_file() else None
+    return read_manifest(out) if out.child(MANIFEST_NAME).is_file() else None
 
 
 def _files(out: Storage) -> list[str]:

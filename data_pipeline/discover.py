@@ -1,5 +1,8 @@
 """Finding the labelled audio files of a source: a `<genre>/<file>` folder or a `path,label` CSV.
 
+Every file of a genre is a track whatever its name: what it holds decides, when the screen reads its
+header (data_pipeline.screen), as `genre predict` decodes any file it is given.
+
 A folder may also be an s3:// or gs:// prefix (genre.storage), listed in one pass; a CSV is local.
 """
 
@@ -12,13 +15,13 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 
 from data_pipeline.audio import AUDIO_EXTENSIONS, is_audio_path
 from data_pipeline.errors import UserInputError
-from genre.storage import Storage, first_line, is_uri, open_storage
+from genre.storage import Storage, first_line, is_uri, join_location, open_storage
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def discover(source: str | Path) -> Discovery:
     """List the tracks of a folder `<genre>/<file>` (a path or a URI) or a CSV of `path,label`."""
     if is_uri(str(source)):
         root = open_storage(str(source))
-        shown, discovery = str(root), _discover_store(root)
+        shown, discovery = str(root), _discover_store(root, str(source))
     else:
         shown, discovery = str(Path(source).expanduser()), _discover_local(Path(source).expanduser())
     if not discovery.tracks:
@@ -87,8 +90,9 @@ def _discover_local(source: Path) -> Discovery:
     )
 
 
-def _discover_store(root: Storage) -> Discovery:
-    """A `<genre>/<file>` prefix of an object store: one listing, no file read."""
+def _discover_store(root: Storage, given: str) -> Discovery:
+    """A `<genre>/<file>` prefix of an object store (`given`, as the user wrote it): one listing, no file
+    read."""
     try:
         kind = root.info().type
         if kind == pafs.FileType.NotFound:
@@ -112,10 +116,11 @@ def _discover_store(root: Storage) -> Discovery:
         if len(relative.parts) < 2:
             if is_audio_path(relative):
                 discovery.skipped.append(Reject(str(location), "audio file not inside a <genre>/ folder"))
-        elif not is_audio_path(relative):
-            discovery.skipped.append(Reject(str(location), _unsupported(relative)))
         else:
-            discovery.tracks.append(Track(location.location, relative.as_posix(), relative.parts[0]))
+            # Read by Ray Data's tasks, which open the track from its text: any credentials of SRC's URI
+            # travel with it, in memory (records and messages show it redacted).
+            track = Track(join_location(given, *relative.parts), relative.as_posix(), relative.parts[0])
+            discovery.tracks.append(track)
     return discovery
 
 
@@ -127,8 +132,6 @@ def _discover_folder(root: Path) -> Discovery:
             # A README or CSV beside the genre folders is expected; only loose audio is reported.
             if is_audio_path(path):
                 discovery.skipped.append(Reject(str(path), "audio file not inside a <genre>/ folder"))
-        elif not is_audio_path(path):
-            discovery.skipped.append(Reject(str(path), _unsupported(path)))
         else:
             discovery.tracks.append(Track(str(path.resolve()), relative.as_posix(), relative.parts[0]))
     return discovery
@@ -200,8 +203,6 @@ def _discover_csv(csv_path: Path) -> Discovery:
             discovery.skipped.append(Reject(str(path), f"listed twice (line {line_number})"))
         elif not path.is_file():
             discovery.skipped.append(Reject(str(path), "file not found"))
-        elif not is_audio_path(path):
-            discovery.skipped.append(Reject(str(path), _unsupported(path)))
         else:
             discovery.tracks.append(Track(str(path), track_id, genre))
         seen_ids.add(track_id)
@@ -233,8 +234,3 @@ def _csv_track_id(written: str, base: Path) -> str:
     if not Path(written).is_absolute() or normal.is_relative_to(base):
         return Path(os.path.relpath(normal, base)).as_posix()
     return normal.as_posix()
-
-
-def _unsupported(path: PurePath) -> str:
-    extension = path.suffix or "(none)"
-    return f"unsupported extension {extension!r}; expected one of {', '.join(AUDIO_EXTENSIONS)}"

@@ -16,7 +16,7 @@ from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono
 from data_pipeline.features import FeatureConfig, LogMelExtractor
 from data_pipeline.shards import segments_table, shard_name, write_shard
 from data_pipeline.split import SPLITS, segment_split
-from genre.storage import open_storage
+from genre.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +31,9 @@ class ShardJob:
     """What every featurizing task needs besides its own tracks."""
 
     features: FeatureConfig
-    # The folder (a path, or an s3:// / gs:// URI) that shards go to, as <split>/<shard file>.
-    out_dir: str
+    # The folder that shards go to, as <split>/<shard file>: a path, or an object store's prefix opened
+    # by the driver (its filesystem holds any credentials of its URI; Ray carries it in memory).
+    out_dir: str | Storage
     protocol: str
     seed: int
     ratios: tuple[float, float, float]
@@ -117,7 +118,7 @@ def featurize_shard(row: dict[str, Any], job: ShardJob) -> list[dict[str, Any]]:
         random.Random(f"{job.seed}:rows:{row['shard']}").shuffle(order)
         write_shard(
             table.take(order),
-            open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)).location,
+            open_storage(job.out_dir).child(split, shard_name(row["shard"], job.shard_tag)),
         )
     return summaries
 

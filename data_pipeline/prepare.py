@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import ray
 
-from data_pipeline.audio import StorageReadError
+from data_pipeline.audio import StorageReadError, band_edge_hz, low_rate_note
 from data_pipeline.dataset_folder import StagingWriter, check_apart, check_out
 from data_pipeline.dataset_prefix import PrefixWriter, check_prefix
 from data_pipeline.discover import Discovery, Reject, Track, discover
@@ -39,7 +39,7 @@ from data_pipeline.split import (
     split_by_track,
     split_into_folds,
 )
-from genre.storage import open_storage, redact
+from genre.storage import Storage, open_storage, redact
 
 Progress = Callable[[str], None]
 # Writing failed for want of space or permission: the user's to fix, not a bug.
@@ -110,6 +110,16 @@ class PrepareResult:
         lines.extend(f"    {r['path']}: {r['reason']}" for r in rejects[:10])
         if len(rejects) > 10:
             lines.append(f"    ... {len(rejects) - 10} more in {MANIFEST_NAME}")
+        low_rate = self.manifest.get("low_rate", {}).get("tracks", [])
+        if low_rate:
+            edge = self.manifest["low_rate"]["band_edge_hz"]
+            lines.append(
+                f"  note: {len(low_rate)} track(s) recorded below {2 * edge:g} Hz were upsampled; their mel "
+                f"bands above half their own rate are at the floor (low_rate in {MANIFEST_NAME})"
+            )
+            lines.extend(f"    {track['path']}: {track['note']}" for track in low_rate[:10])
+            if len(low_rate) > 10:
+                lines.append(f"    ... {len(low_rate) - 10} more in {MANIFEST_NAME}")
         lines.append(
             f"  audio: {run['audio_seconds'] / 3600:.2f} h in {run['wall_seconds']:.1f} s wall "
             f"= {run['audio_seconds_per_second']:.0f} audio s/s"
@@ -120,7 +130,7 @@ class PrepareResult:
 class DatasetWriter(Protocol):
     """Where a run writes its dataset, so that no reader ever takes it for finished before it is."""
 
-    shards: str  # the folder (path or URI) that featurizing tasks write <split>/<shard file> into
+    shards: str | Storage  # the folder (a path, or a prefix opened here) that featurizing tasks write into
     tag: str  # what ends this run's shard names ("" when the folder is the run's own)
 
     def publish(self, manifest: dict[str, Any]) -> None:
@@ -417,8 +427,20 @@ def _build_manifest(
         "shards": written_shards(writer.shards, groups, writer.tag),
         "shard_order": MIXED_SHARDS,
         "rejects": [r.to_dict() for r in rejects],
+        "low_rate": _low_rate(config.features, accepted),
         "versions": library_versions(),
     }
+
+
+def _low_rate(features: FeatureConfig, accepted: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tracks whose rate is below twice the mel bands' top edge: resampling up left those bands empty."""
+    notes = ((s, low_rate_note(s["source_rate"], features)) for s in accepted)
+    tracks = [
+        {"path": redact(s["path"]), "source_rate": s["source_rate"], "note": note}
+        for s, note in notes
+        if note
+    ]
+    return {"band_edge_hz": band_edge_hz(features), "tracks": tracks}
 
 
 def _run_stats(summaries: list[dict[str, Any]], wall_seconds: float) -> dict[str, float]:

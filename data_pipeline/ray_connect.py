@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import ray
@@ -12,11 +19,29 @@ import ray
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import RAY_ADDRESS_VARIABLE, requested_cluster
 from data_pipeline.ray_internals import read_ray_address
+from data_pipeline.ray_sessions import claim_and_prune_sessions
 
 # A head that is up accepts a connection at once; Ray's own client would retry for minutes.
 CONNECT_TIMEOUT_S = 5.0
+# A Ray GCS (or Ray Client server) answers gRPC's health check in milliseconds; a server that accepts
+# the connection and says nothing (not Ray) is given this long.
+ANSWER_TIMEOUT_S = 10.0
 # Ray's default ports: GCS for `host` alone, the Ray Client server for `ray://host`.
 _DEFAULT_PORTS = {"": 6379, "ray": 10001}
+# gRPC's standard health service (grpc/health/v1/health.proto), which Ray's GCS serves; its request
+# with no service named is empty, and its answer SERVING is status (field 1) = 1.
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+# gRPC's codes for "no gRPC server answered": refused, not HTTP/2 (an HTTP/1 server), TLS, silence.
+_NO_ANSWER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# Ray's driver ends its own process (exit 1, one C++ log line) when the GCS has not answered for this
+# long (Ray's setting gcs_rpc_server_reconnect_timeout_s, which Ray reads from this variable).
+GCS_RECONNECT_VARIABLE = "RAY_gcs_rpc_server_reconnect_timeout_s"
+GCS_RECONNECT_DEFAULT_S = 60.0
+# The head is declared lost after this share of Ray's own wait, so genre says so before Ray exits.
+LOST_SHARE_OF_RECONNECT = 0.75
+WATCH_EVERY_S = 2.0
+# Processes Ray had started when its start was interrupted: asked to stop, then killed after this.
+STOP_GRACE_S = 5.0
 
 
 def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_logs: bool = True) -> None:
@@ -30,6 +55,10 @@ def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_l
     without, and it keeps a share of a laptop's CPU busy all along. `worker_logs` False
     keeps the workers' output in Ray's log files instead of the terminal (the sweep prints its own
     live view).
+
+    The caller's SIGTERM handler is kept (Ray's start installs its own, see `_ray_start`). A joined
+    cluster is watched: a head that stops answering is reported by `lost_cluster` (and the main thread
+    interrupted) before Ray's driver would end the process on its own.
     """
     quiet_ray_data_logs()
     if ray.is_initialized():
@@ -37,11 +66,14 @@ def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_l
     address = requested_cluster(address)
     logging_options = {"logging_level": logging.WARNING, "log_to_driver": worker_logs}
     if address is None:
-        ray.init(address="local", include_dashboard=dashboard, **logging_options)
+        with _ray_start(local=True):
+            ray.init(address="local", include_dashboard=dashboard, **logging_options)
+        claim_and_prune_sessions()
         return
     check_answers(address)
     try:
-        ray.init(address=address, **logging_options)
+        with _ray_start(local=False):
+            ray.init(address=address, **logging_options)
     except ConnectionError as error:
         hint = (
             ""
@@ -50,21 +82,172 @@ def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_l
             "needs RAY_AUTH_MODE=token and its token (cluster/README.md)"
         )
         raise UserInputError(f"cannot connect to Ray at {address!r}: {error}{hint}") from None
+    _watch_cluster(address)
+
+
+@contextlib.contextmanager
+def _ray_start(*, local: bool) -> Iterator[None]:
+    """Around `ray.init`: keep the caller's SIGTERM handler, and stop what an interrupted start began.
+
+    Ray's start installs a SIGTERM handler of its own (`sys.exit(15)` wherever the start is), and its
+    C++ core one in front of that which prints stack lines; both are replaced by the caller's again.
+    A SIGTERM that Ray's handler turned into an exit is handed to the caller's handler. The processes
+    an interrupted local start had begun (GCS, raylet, the raylet's agents) are stopped here: Ray knows
+    of them only once its start returns, and agents orphaned by a killed raylet wait a minute for the
+    GCS before they exit.
+    """
+    import psutil  # after ray: Ray's own copy (in ray/thirdparty_files) where it ships one
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    callers_handler = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+    before = {child.pid for child in psutil.Process().children(recursive=True)} if local else set()
+    try:
+        yield
+    except BaseException as error:
+        if local:
+            _stop_started_processes(before)
+        if in_main_thread:
+            _restore_sigterm_handler(callers_handler)
+            if isinstance(error, SystemExit) and error.code == signal.SIGTERM and callable(callers_handler):
+                signal.raise_signal(signal.SIGTERM)  # the caller's handler raises here, or ends the process
+        raise
+    if in_main_thread:
+        _restore_sigterm_handler(callers_handler)
+
+
+def _restore_sigterm_handler(callers_handler: object) -> None:
+    # Installing a handler again also removes Ray's C++ one (it chains in front at the OS level). A
+    # caller without a handler of its own keeps Ray's, whose exit runs Ray's shutdown at exit.
+    keep = callers_handler if callable(callers_handler) else signal.getsignal(signal.SIGTERM)
+    if keep is not None:
+        signal.signal(signal.SIGTERM, keep)
+
+
+def _stop_started_processes(before: set[int]) -> None:
+    """Stop this process's descendants that were not there before Ray's start: Ray's, and only Ray's."""
+    import psutil
+
+    with contextlib.suppress(Exception):
+        ray.shutdown()  # what Ray knows of already; the rest is found below
+    started = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    for process in started:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(started, timeout=STOP_GRACE_S)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def check_answers(address: str) -> None:
-    """Refuse at once a cluster address where nothing listens (Ray itself would hang for minutes)."""
+    """Refuse at once a cluster address where no Ray answers (Ray itself would hang for minutes).
+
+    First a TCP connection (nothing listens: refused at once), then gRPC's health check, which Ray's
+    GCS and Ray Client server answer and which any other server (HTTP, SSH, a silent one) fails.
+    """
     target = _bootstrap_host_port(address)
     if target is None:
         return  # "auto" with no address file: Ray's own error says so at once
+    where = f"{target[0]}:{target[1]}"
     try:
         socket.create_connection(target, timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        raise UserInputError(_no_ray_message(address, f"{where}: {reason}")) from None
+    reason = grpc_no_answer(target, ANSWER_TIMEOUT_S)
+    if reason is not None:
         raise UserInputError(
-            f"no Ray cluster answers at {address!r} ({target[0]}:{target[1]}: {reason}); start it, "
-            f"or leave out --address and {RAY_ADDRESS_VARIABLE} to let genre start a Ray of its own"
-        ) from None
+            _no_ray_message(address, f"{where} accepts connections but is not Ray: {reason}")
+        )
+
+
+def _no_ray_message(address: str, why: str) -> str:
+    return (
+        f"no Ray cluster answers at {address!r} ({why}); start it, "
+        f"or leave out --address and {RAY_ADDRESS_VARIABLE} to let genre start a Ray of its own"
+    )
+
+
+def grpc_no_answer(target: tuple[str, int], timeout_s: float) -> str | None:
+    """None when a gRPC server answers at `target` (any answer, even a refusal: Ray's GCS with token
+    authentication may refuse a health check without the token); else why not, in a few words."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None  # a TLS cluster's probe would need its certificates: Ray's connect reports TLS itself
+    import grpc  # a dependency of Ray's
+
+    host, port = target
+    with grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") as channel:
+        check = channel.unary_unary(_HEALTH_CHECK)
+        try:
+            check(b"", timeout=timeout_s)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code is not None and code.name in _NO_ANSWER_CODES:
+                if code.name == "DEADLINE_EXCEEDED":
+                    return f"no gRPC answer within {timeout_s:.0f} s"
+                # gRPC's details end with the last error, after the address: "...:PORT: Connection refused".
+                return f"no gRPC answer, {(error.details() or code.name).rsplit(': ', 1)[-1]}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Watched:
+    address: str
+    target: tuple[str, int]
+    lost_after_s: float
+
+
+_watching: _Watched | None = None
+_lost: str | None = None
+
+
+def lost_cluster() -> str | None:
+    """Why the cluster this process joined was declared lost (its head stopped answering), or None."""
+    return _lost
+
+
+def _watch_cluster(address: str) -> None:
+    """Watch the head of the cluster just joined, in a daemon thread, while Ray stays connected.
+
+    Ray's driver, when the GCS stops answering, waits `RAY_gcs_rpc_server_reconnect_timeout_s` (60 s)
+    and then ends the process itself with one C++ log line. Before that, here: `lost_cluster()` says
+    what was lost and the main thread gets KeyboardInterrupt, to stop as after Ctrl-C. A Ray Client
+    (ray://) connection is not watched: its client raises in the main thread on its own.
+    """
+    global _watching, _lost
+    target = _bootstrap_host_port(address)
+    if target is None or address.startswith("ray://"):
+        return
+    try:
+        reconnect_s = float(os.environ.get(GCS_RECONNECT_VARIABLE, GCS_RECONNECT_DEFAULT_S))
+    except ValueError:
+        reconnect_s = GCS_RECONNECT_DEFAULT_S
+    watched = _Watched(address, target, max(WATCH_EVERY_S, reconnect_s * LOST_SHARE_OF_RECONNECT))
+    _watching, _lost = watched, None
+    threading.Thread(target=_watch, args=(watched,), name="genre-head-watch", daemon=True).start()
+
+
+def _watch(watched: _Watched) -> None:
+    global _lost
+    answered = time.monotonic()
+    while True:
+        time.sleep(WATCH_EVERY_S)
+        if _watching is not watched or not ray.is_initialized():
+            return  # disconnected, or connected anew (and watched by a thread of its own)
+        reason = grpc_no_answer(watched.target, CONNECT_TIMEOUT_S)
+        print('DEBUGWATCH', time.monotonic(), reason, file=__import__('sys').stderr, flush=True)
+        if reason is None:
+            answered = time.monotonic()
+        elif time.monotonic() - answered >= watched.lost_after_s:
+            host, port = watched.target
+            _lost = (
+                f"the Ray cluster at {watched.address!r} stopped answering ({host}:{port}: {reason}, for "
+                f"{time.monotonic() - answered:.0f} s): its head is gone, and with it the work running there"
+            )
+            print('DEBUGWATCH interrupt', time.monotonic(), file=__import__('sys').stderr, flush=True)
+            _thread.interrupt_main()  # KeyboardInterrupt in the main thread, as Ctrl-C would raise
+            time.sleep(4); import sys, traceback; print('DEBUGSTACK', ''.join(traceback.format_stack(sys._current_frames()[threading.main_thread().ident])), file=sys.stderr, flush=True)
+            return
 
 
 def _bootstrap_host_port(address: str) -> tuple[str, int] | None:

@@ -24,14 +24,14 @@ from genre.amp import resolve_amp
 from genre.config import TrialConfig
 from genre.inference import resolve_device, segment_probabilities, window_batch
 from genre.models import create_model, get_spec
-from genre.storage import open_storage
+from genre.storage import Storage, open_storage, redact
 
 CHECKPOINT_FORMAT = "genre-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 def save_best(
-    location: str,
+    location: str | Storage,
     model: nn.Module,
     *,
     config: TrialConfig,
@@ -40,7 +40,8 @@ def save_best(
     epoch: int,
     metrics: dict[str, float],
 ) -> str:
-    """Write the checkpoint whole (a reader sees the old file or the new one); return its location."""
+    """Write the checkpoint whole (a reader sees the old file or the new one); return its location
+    (without credentials)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -95,6 +96,23 @@ def _gist(error: Exception) -> str:
     return f"{type(error).__name__}: {first_sentence}"
 
 
+def check_finite_weights(payload: dict[str, Any], checkpoint: str | Path) -> None:
+    """Refuse a checkpoint whose weights are not all finite: every score and probability of its model
+    would be NaN (a trial that trained on broken data, in a genre before the loop stopped such trials)."""
+    broken = [
+        name
+        for name, tensor in payload["state_dict"].items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise UserInputError(
+            f"{redact(str(checkpoint))} holds weights that are not finite numbers (NaN or infinity: "
+            f"{broken[0]}{more}); its trial diverged or trained on broken data: use another trial "
+            "(--model), or train again"
+        )
+
+
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """Rebuild the checkpoint's model (no pretrained download: its own weights follow) in eval mode."""
     # The dropout of the trial (None in checkpoints of an older genre: the model's default).
@@ -125,6 +143,7 @@ class LoadedModel:
         """`device` is cpu, cuda, cuda:N or auto; `batch_size` None takes the device's default."""
         device = resolve_device(device)
         payload = load_checkpoint(checkpoint)
+        check_finite_weights(payload, checkpoint)
         labels = [payload["labels"][str(i)] for i in range(len(payload["labels"]))]
         model = model_from_checkpoint(payload).to(device)
         features = FeatureConfig.from_dict(payload["features"])

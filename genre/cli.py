@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,15 +28,50 @@ if TYPE_CHECKING:
 EXIT_ALL_TRIALS_FAILED = 4
 EXIT_USER_ERROR = 2
 EXIT_SOME_TRIALS_FAILED = 3
+# Ctrl-C and SIGTERM (what Kubernetes, systemd and job runners send) alike: the command stops cleanly,
+# as one interruption. 130 is the shell's code for a command ended by SIGINT; a SIGTERM handled to the
+# end is given the same, rather than 143 (128 + 15, the shell's for a process killed by it): one code
+# for "interrupted; run it again (a sweep: with --resume)", whichever signal a runner sends.
 EXIT_INTERRUPTED = 130
+# A joined cluster's head stopped answering mid-command (data_pipeline.ray_connect watches it): what ran
+# there was lost; a sweep resumes with --resume once the cluster is back.
+EXIT_CLUSTER_LOST = 5
 ADDRESS_HELP = (
     "Ray cluster to join: host:port, ray://host:port, or auto (inside a cluster); default: RAY_ADDRESS "
     "if set, else a Ray of genre's own on 127.0.0.1"
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that both stop the command alike."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `genre` console script."""
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread while the command runs; a second one ends the
+    process at once (a stop taking too long), as it would without genre. The caller's handler after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a command run from a thread (a notebook's): Python handles signals in the main one only
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    callers = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, callers if callers is not None else signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     # Shell completion: answers and exits when the shell's completion hook calls the command
     # (`eval "$(register-python-argcomplete genre)"`); otherwise a no-op.
@@ -52,12 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         print(f"genre {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"genre {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        if (lost := _lost_cluster()) is not None:
+            print(f"genre {args.command}: error: {lost}", file=sys.stderr)
+            return EXIT_CLUSTER_LOST
+        signal_name = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+        print(f"genre {args.command}: interrupted{signal_name}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if not ray_was_running:
             _stop_ray()
+
+
+def _lost_cluster() -> str | None:
+    """Why the joined cluster was lost, if it was (never imports Ray for the question)."""
+    ray_connect = sys.modules.get("data_pipeline.ray_connect")
+    return ray_connect.lost_cluster() if ray_connect is not None else None
 
 
 def _ray_running() -> bool:
@@ -405,12 +452,22 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(config)
     except KeyboardInterrupt:
-        print("genre sweep: to continue, run the same command with --resume", file=sys.stderr)
+        print(f"genre sweep: {_how_to_continue(args.out)}", file=sys.stderr)
         raise
     print()
     print(result.summary())
     print(f"TensorBoard: tensorboard --logdir {result.storage.experiment}")
     return _report_failed_trials("sweep", result.table["status"])
+
+
+def _how_to_continue(out: Path) -> str:
+    """After an interruption: --resume once the sweep has its record in OUT (from then on every moment
+    resumes), else the same command again (nothing was started)."""
+    from genre.sweep_record import SWEEP_FILE
+
+    if (out / SWEEP_FILE).is_file():
+        return "to continue, run the same command with --resume"
+    return "the sweep had not started: run the same command again"
 
 
 def _report_failed_trials(command: str, statuses: pd.Series) -> int:
@@ -594,6 +651,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         else:
             top = ", ".join(f"{genre} {probability:.2f}" for genre, probability in prediction.top)
             print(f"{prediction.path}: {top}")
+            if prediction.note:
+                print(f"{prediction.path}: note: {prediction.note}", file=sys.stderr)
     if predicted == 0:
         print("genre predict: error: no file could be predicted", file=sys.stderr)
         return 1
@@ -648,7 +707,11 @@ def _gpus(text: str) -> float | None:
 
 
 def _model_list(text: str | None) -> tuple[str, ...]:
-    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    from genre.sweep_config import check_distinct_models
+
+    models = tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    check_distinct_models(models)
+    return models
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ class TrialConfig:
     # Cross-validation: the fold this trial tests on, of `folds` (-1 and 0: not a cross-validation trial).
     fold: int = -1
     folds: int = 0
-    # The trial's folder in the run storage: its best checkpoint and attempt count.
+    # The trial's folder in the run storage, without credentials (a record: workers are handed the
+    # folder itself): its best checkpoint and attempt count.
     folder: str = ""
     torch_threads: int = 1
     # Hidden, for fault-injection tests: a genre.faults spec (KIND@EPOCH:STEP[:PATH]) or "".

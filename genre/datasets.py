@@ -23,14 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray.train
 import ray.util
 
 from data_pipeline.manifest import read_manifest
-from data_pipeline.shards import read_mels, read_split, shard_files
+from data_pipeline.shards import (
+    ShardContents,
+    pinned_reads,
+    read_mels,
+    read_shard,
+    read_split,
+    shard_locations,
+)
 from genre.config import TrialConfig
-from genre.storage import is_uri
+from genre.storage import Storage, is_uri
 
 if TYPE_CHECKING:
     import torch
@@ -54,11 +60,16 @@ def held_in_memory(shard_size_mib: float, budget_mib: int) -> bool:
 
 
 def read_windows(
-    data: str | Path, split: str, device: torch.device, with_tracks: bool = False, with_segments: bool = False
+    data: str | Path | Storage,
+    split: str,
+    device: torch.device,
+    with_tracks: bool = False,
+    with_segments: bool = False,
+    manifest_sha256: str | None = None,
 ) -> Windows:
-    """One split of the dataset in DATA, whole and sorted by track and segment, as tensors on `device`.
-
-    DATA is a path or a URI: this process opens DATA's filesystem itself, from the text."""
+    """One split of the dataset in DATA, whole and sorted by track and segment, as tensors on `device`;
+    its shards checked against the manifest, and with `manifest_sha256` (the sweep's, from its start)
+    refused unless DATA is still that dataset (data_pipeline.shards.read_split)."""
     columns = [
         "mel",
         "label",
@@ -66,7 +77,7 @@ def read_windows(
         *(["segment"] if with_segments else []),
     ]
     try:
-        table = read_split(data, split, columns=columns)
+        table = read_split(data, split, columns=columns, manifest_sha256=manifest_sha256)
     except FileNotFoundError as error:
         if is_uri(str(data)):
             raise  # a shard gone from the bucket since the sweep's check: the message names it
@@ -78,15 +89,17 @@ def read_windows(
     return _as_windows(table, device)
 
 
-def read_windows_by_shard(data: str | Path, split: str, device: torch.device) -> Iterator[Windows]:
+def read_windows_by_shard(
+    data: str | Path | Storage, split: str, device: torch.device, manifest_sha256: str | None = None
+) -> Iterator[Windows]:
     """One split of the dataset in DATA a shard file at a time, with each window's track: a split too
-    big to hold, scored."""
-    manifest = read_manifest(data)
-    filesystem, files = shard_files(data, manifest, split)
-    for path in files:
-        yield _as_windows(
-            pq.read_table(path, columns=["mel", "label", "track_id"], filesystem=filesystem), device
-        )
+    big to hold, scored. Checked as `read_windows` checks."""
+    manifest = read_manifest(data, manifest_sha256)
+    contents = ShardContents.of(manifest)
+    for shard in shard_locations(data, manifest, split):
+        with pinned_reads(data, manifest_sha256):
+            table = read_shard(shard, contents, ["mel", "label", "track_id"])
+        yield _as_windows(table, device)
 
 
 def _as_windows(table: pa.Table, device: torch.device) -> Windows:
@@ -112,7 +125,12 @@ class TrainBatches:
     when `whole` is None, its share of the split streamed from DATA's shards."""
 
     def __init__(
-        self, config: TrialConfig, device: torch.device, whole: Windows | None, data: str | Path
+        self,
+        config: TrialConfig,
+        device: torch.device,
+        whole: Windows | None,
+        data: str | Path | Storage,
+        manifest_sha256: str | None = None,
     ) -> None:
         self.config, self.device = config, device
         self.held: Windows | None = None
@@ -122,7 +140,8 @@ class TrainBatches:
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         if whole is None:
-            self.streamed = StreamedSplit(data, config.data_view()[TRAIN], self.rank, self.world_size)
+            train = config.data_view()[TRAIN]
+            self.streamed = StreamedSplit(data, train, self.rank, self.world_size, manifest_sha256)
         elif config.random_offsets and config.train_offsets > 1:
             self.whole, self.slots = whole, whole.slots(config.train_offsets)
         else:
@@ -159,9 +178,20 @@ class StreamedSplit:
     cluster packed with trials: the reads would wait for ever.
     """
 
-    def __init__(self, data: str | Path, groups: str, rank: int, world_size: int) -> None:
-        manifest = read_manifest(data)
-        self.filesystem, self.files = shard_files(data, manifest, groups)
+    def __init__(
+        self,
+        data: str | Path | Storage,
+        groups: str,
+        rank: int,
+        world_size: int,
+        manifest_sha256: str | None = None,
+    ) -> None:
+        # Every file read is checked (read_shard), and with the sweep's manifest hash, every file read
+        # is DATA's as the sweep started: a worker restarted after DATA was prepared again stops here.
+        manifest = read_manifest(data, manifest_sha256)
+        self.data, self.manifest_sha256 = data, manifest_sha256
+        self.contents = ShardContents.of(manifest)
+        self.shards = shard_locations(data, manifest, groups)
         self.rows = [shard["rows"] for group in groups.split(",") for shard in manifest["shards"][group]]
         self.rank, self.world_size = rank, world_size
 
@@ -170,12 +200,14 @@ class StreamedSplit:
         from genre.windows import buffered_batches
 
         shares, rows = deal_shards(self.rows, self.world_size, seed)
-        files = [self.files[index] for index in shares[self.rank]]
+        files = [self.shards[index] for index in shares[self.rank]]
         chunks = self._chunks(files, rows, seed)
         for batch in buffered_batches(chunks, batch_size, max(buffer_rows, 1), seed):
             yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
 
-    def _chunks(self, files: list[str], rows: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _chunks(
+        self, files: list[Storage], rows: int, seed: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first `rows` rows of `files`, file by file, as (mels, labels) on the CPU, each file's rows
         in an order of `seed`; the next file read while this one is consumed (pyarrow reads and decodes
         without the GIL).
@@ -187,8 +219,9 @@ class StreamedSplit:
 
         generator = torch.Generator().manual_seed(seed)
 
-        def read(path: str) -> pa.Table:
-            return pq.read_table(path, columns=["mel", "label"], filesystem=self.filesystem)
+        def read(shard: Storage) -> pa.Table:
+            with pinned_reads(self.data, self.manifest_sha256):
+                return read_shard(shard, self.contents, ["mel", "label"])
 
         left = rows
         with ThreadPoolExecutor(1) as reader:

@@ -12,7 +12,9 @@ from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.ray_connect import connect_ray
 from genre.config import DemoConfig, TrainConfig
 from genre.models import model_names
+from genre.storage import open_storage
 from genre.sweep import SweepConfig, SweepResult, run_sweep
+from genre.sweep_lock import LOCK_NAME, holding_lock
 from genre.synth import SynthConfig, synthesize_collection
 
 Progress = Callable[[str], None]
@@ -26,8 +28,14 @@ class DemoResult:
 
 def run_demo(config: DemoConfig, progress: Progress = print) -> DemoResult:
     """Generate the audio, prepare it with Ray Data, sweep the models with Ray Tune."""
-    if config.out.exists() and any(config.out.iterdir()):
-        raise UserInputError(f"OUT {str(config.out)!r} is not empty; remove it or name another folder")
+    # Locked first: a demo already running in OUT is named as such, not as a folder that is not empty.
+    with holding_lock(open_storage(config.out.resolve()), f"OUT {str(config.out)!r}", "genre demo", progress):
+        if any(entry.name != LOCK_NAME for entry in config.out.iterdir()):
+            raise UserInputError(f"OUT {str(config.out)!r} is not empty; remove it or name another folder")
+        return _run_stages(config, progress)
+
+
+def _run_stages(config: DemoConfig, progress: Progress) -> DemoResult:
     audio, data, run = config.out / "audio", config.out / "data", config.out / "run"
     seconds: dict[str, float] = {}
 

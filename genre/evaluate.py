@@ -18,7 +18,7 @@ from torchmetrics.functional.classification import (
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
-from data_pipeline.manifest import read_manifest
+from data_pipeline.manifest import read_manifest_and_hash
 from data_pipeline.shards import check_shards, read_mels, read_split
 from genre.checkpoints import LoadedModel
 from genre.metrics import level_metrics, track_probabilities
@@ -48,7 +48,9 @@ def evaluate(
     per_genre.csv, confusion_*.csv/.png.
 
     `device`: cpu, cuda, cuda:N or auto; `batch_size`: windows per forward pass (None: by device)."""
-    manifest = read_manifest(data)
+    check_report_folder(Path(out))
+    # Its hash pins the dataset: a DATA prepared again during the evaluation is refused, not half read.
+    manifest, manifest_sha256 = read_manifest_and_hash(data)
     if split not in manifest["shards"]:
         groups = ", ".join(manifest["shards"])
         raise UserInputError(
@@ -67,11 +69,13 @@ def evaluate(
         raise UserInputError(
             "the dataset's labels differ from the model's; evaluate on a dataset of the same genres"
         )
-    table = read_split(data, split, columns=["track_id", "label", "mel"])
+    table = read_split(data, split, columns=["track_id", "label", "mel"], manifest_sha256=manifest_sha256)
     if table.num_rows == 0:
         raise UserInputError(f"the dataset's {split} split is empty")
     # The split's float16 windows stay on the host; only one batch at a time goes to the device.
     probabilities = loaded.probabilities(read_mels(table))
+    if not bool(torch.isfinite(probabilities).all()):  # the shards' values and the weights were checked
+        raise UserInputError(f"the model's output on the {split} split is not finite (NaN or infinity)")
     targets = torch.tensor(table.column("label").to_pylist())
     track_probs, track_targets, _ = track_probabilities(probabilities, targets, table["track_id"].to_pylist())
     scores = level_metrics(split, (probabilities, targets), (track_probs, track_targets))
@@ -90,7 +94,10 @@ def evaluate(
     per_genre["segments"] = np.bincount(targets.numpy(), minlength=classes)
 
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"--out {str(folder)!r} cannot be made: {error.strerror}") from None
     files = {
         "metrics": folder / "metrics.json",
         "per_genre": folder / "per_genre.csv",
@@ -112,6 +119,44 @@ def evaluate(
         frame.to_csv(files[f"confusion_{level}"])
     _plot_confusion(confusion, loaded.name, split, files["confusion_png"])
     return Evaluation(loaded.name, scores, per_genre, confusion, files)
+
+
+# What evaluate writes into its folder; metrics.json, with these keys, marks the folder as an evaluation's.
+REPORT_FILES = frozenset(
+    {"metrics.json", "per_genre.csv", "confusion.png", "confusion_segment.csv", "confusion_track.csv"}
+)
+_REPORT_KEYS = frozenset({"model", "checkpoint", "split"})
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse an --out that is a file, or a folder holding anything but an earlier evaluation's files."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {str(out)!r} exists and is not a folder; name a folder for the report")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    # Like prepare's OUT: replace only what evaluate itself wrote, never the user's files (nor, through a
+    # link, a file elsewhere).
+    foreign = sorted(
+        entry.name
+        for entry in out.iterdir()
+        if entry.name not in REPORT_FILES or entry.is_symlink() or not entry.is_file()
+    )
+    if not foreign and not _is_report(out / "metrics.json"):
+        foreign = ["metrics.json"]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UserInputError(
+            f"--out {str(out)!r} holds files that are not an evaluation's ({foreign[0]}{more}); "
+            "evaluate replaces only its own report: choose an empty or new folder"
+        )
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(report, dict) and report.keys() >= _REPORT_KEYS
 
 
 def render_evaluation(evaluation: Evaluation) -> str:

@@ -9,6 +9,7 @@ Ray Train that is genre.worker; in the tests, plain tensors and lists.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -72,6 +73,7 @@ class Training:
     amp: str
     num_classes: int
     world_size: int = 1
+    rank: int = 0  # this worker's: its dropout and other global draws are its own
 
     @property
     def plain_model(self) -> nn.Module:
@@ -93,6 +95,27 @@ class Training:
 
 Validate = Callable[[nn.Module], Scores]
 Report = Callable[[dict[str, float], TrialState, Weights], None]
+# Why a trial whose loss stops being a number ends: its weights are lost from there on.
+NON_FINITE_LOSS_HINT = "look for non-finite values in DATA, or lower the learning rate (--lr)"
+
+
+def checkpoint_payload(training: Training, state: TrialState, best_weights: Weights) -> dict[str, Any]:
+    """What a restarted worker needs to continue after `state`'s epoch: tensors and plain values only.
+
+    The best epoch's weights travel too, unless this epoch is the best (then they are "model").
+    """
+    return {
+        **training.state_dict(),
+        "state": state.to_dict(),
+        "best_model": None if state.best_epoch == state.epoch else best_weights,
+    }
+
+
+def restore_payload(training: Training, saved: dict[str, Any]) -> tuple[TrialState, Weights]:
+    """Load a `checkpoint_payload` into `training`; the trial's state and its best weights so far."""
+    training.load_state_dict(saved)
+    best = saved["best_model"] if saved["best_model"] is not None else saved["model"]
+    return TrialState.from_dict(saved["state"]), best
 
 
 def fit(
@@ -105,6 +128,7 @@ def fit(
     report: Report,
     best_weights: Weights | None = None,
     augmenter: Augmenter | None = None,
+    seed: int | None = None,
 ) -> Weights:
     """Train from `state` up to `epochs`; return the best epoch's weights (on the CPU).
 
@@ -112,9 +136,15 @@ def fit(
     workers that do not score); `report(metrics, state, best_weights)` is called after every epoch,
     with `state` already advanced: a checkpoint taken there resumes at the next epoch. `augmenter`
     (genre.augment) changes the training batches only; validation and scoring never see it.
+    With a `seed`, each epoch's global draws (dropout) come from (seed, rank, epoch) alone, so a run
+    resumed at any epoch repeats the uninterrupted run exactly; None leaves the generators alone.
     """
     for epoch in range(state.epoch + 1, epochs):
         started = time.perf_counter()
+        if seed is not None:
+            # Reseeded rather than carried in the checkpoint: what an epoch draws then depends on
+            # nothing a restart loses, on every rank (only rank 0 writes the checkpoint).
+            seed_everything(epoch_seed(seed, training.rank, epoch))
         metrics = {"epoch": epoch, **train_epoch(training, batches(epoch), augmenter, epoch)}
         metrics["train_s"] = metrics.pop("train_seconds")
         state.train_seconds += metrics["train_s"]
@@ -147,9 +177,11 @@ def train_epoch(
 
     With an `augmenter`, each batch is augmented first (seeded by the epoch and the batch's index);
     with mixup its targets are probabilities, and the running accuracy is against each window's own label.
+    A loss that is not a finite number raises FloatingPointError before it reaches the weights.
     """
     model, device = training.model, training.device
-    loss_mean = MeanMetric().to(device)
+    # "disable": the loop refuses a non-finite loss itself; torchmetrics' default drops it with a warning.
+    loss_mean = MeanMetric(nan_strategy="disable").to(device)
     running_accuracy = MulticlassAccuracy(num_classes=training.num_classes, average="micro").to(device)
     started = time.perf_counter()
     seen = 0
@@ -164,6 +196,13 @@ def train_epoch(
             logits = model(inputs)
             # On float32 logits: the study applied softmax before a cross-entropy that applies it again.
             loss = nn.functional.cross_entropy(logits.float(), targets)
+        # One sync per step, as torchmetrics' own NaN check made before: a step on a NaN loss would
+        # make every weight NaN, and the trial would go on to "complete" with them.
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {loss.item()} at epoch {epoch}, batch {index}: "
+                + NON_FINITE_LOSS_HINT
+            )
         training.optimizer.zero_grad(set_to_none=True)
         training.scaler.scale(loss).backward()
         training.scaler.step(training.optimizer)
@@ -212,3 +251,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The global generators' seed for one rank's epoch: apart for every (seed, rank, epoch)."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{epoch}/global".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**63

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono
+from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono, low_rate_note
 from data_pipeline.features import LogMelExtractor
 from genre.checkpoints import LoadedModel
 
@@ -26,6 +26,7 @@ TOP_K = 3
 DECODE_THREADS = min(4, os.cpu_count() or 1)
 # Files decoded ahead of the model, per thread: bounds the memory that waiting windows hold.
 FILES_AHEAD_PER_THREAD = 4
+NON_FINITE_OUTPUT = "the model's output for this file is not a finite number (NaN or infinity)"
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Prediction:
     segments: int = 0
     error: str = ""
     probabilities: torch.Tensor | None = None  # [classes], the mean over the file's windows
+    # Said when the file's rate leaves the top mel bands empty (data_pipeline.audio.low_rate_note).
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         if self.error:
@@ -47,6 +50,7 @@ class Prediction:
             "probability": self.top[0][1],
             "top": [{"genre": g, "probability": p} for g, p in self.top],
             "segments": self.segments,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -57,6 +61,7 @@ class _Decoded:
     path: str
     mels: torch.Tensor | None = None
     error: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -68,6 +73,7 @@ class _Pending:
     segments: int
     waiting: int  # windows not yet through the model
     parts: list[torch.Tensor] = field(default_factory=list)
+    note: str = ""
 
 
 class Predictor:
@@ -99,7 +105,7 @@ class Predictor:
         batch, windows = self.loaded.batch_size, 0
         for decoded in self._decode(paths):
             count = 0 if decoded.mels is None else len(decoded.mels)
-            pending.append(_Pending(decoded.path, decoded.error, count, count))
+            pending.append(_Pending(decoded.path, decoded.error, count, count, note=decoded.note))
             if count:
                 queued.append((pending[-1], decoded.mels))
                 windows += count
@@ -136,7 +142,7 @@ class Predictor:
 
     def _decode_file(self, path: str | Path) -> _Decoded:
         try:
-            waveform, _, _ = load_mono(path, self.features.sample_rate)
+            waveform, source_rate, _ = load_mono(path, self.features.sample_rate)
         except (AudioDecodeError, StorageReadError) as error:
             # One file that cannot be read (or decoded) is that file's error line, not the command's end.
             return _Decoded(str(path), error=str(error))
@@ -147,7 +153,7 @@ class Predictor:
                 str(path),
                 error=f"shorter than one {self.features.segment_seconds:g} s window ({seconds:.2f} s)",
             )
-        return _Decoded(str(path), mels)
+        return _Decoded(str(path), mels, note=low_rate_note(source_rate, self.features))
 
     def _features(self, waveform: torch.Tensor) -> torch.Tensor:
         # Rounded to float16 as `prepare` stores them: the model sees exactly what it trained on.
@@ -181,7 +187,10 @@ class Predictor:
         if file.error:
             return Prediction(file.path, [], error=file.error)
         probabilities = torch.cat(file.parts).mean(dim=0)
+        if not bool(torch.isfinite(probabilities).all()):
+            # Never printed as "nan": weights are checked when loaded, but a window can still overflow.
+            return Prediction(file.path, [], segments=file.segments, error=NON_FINITE_OUTPUT)
         labels = self.loaded.labels
         values, indices = probabilities.topk(min(TOP_K, len(labels)))
         top = [(labels[i], round(float(v), 4)) for v, i in zip(values, indices, strict=True)]
-        return Prediction(file.path, top, segments=file.segments, probabilities=probabilities)
+        return Prediction(file.path, top, segments=file.segments, probabilities=probabilities, note=file.note)

@@ -13,7 +13,7 @@ from genre.augment import describe
 from genre.metric_names import metric_columns
 from genre.models import model_names
 from genre.results_text import results_markdown
-from genre.run_folder import RunFolder, TrialFolder
+from genre.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -96,7 +96,7 @@ def collect(
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or trial_id_of(result.path)
         trial = setup.trial_config(sampled, trial_id)
-        folder = TrialFolder(trial.folder)
+        folder = setup.run_storage.trial(trial.model, trial_id)
         finished = bool(metrics.get("final"))
         row = {
             **{k: v for k, v in metrics.items() if k in TABLE_COLUMNS},

@@ -11,10 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
 
 from data_pipeline.errors import UserInputError
 from genre.config import BEST_BY
-from genre.storage import Storage, is_uri, open_storage
+from genre.storage import Storage, is_uri, open_storage, public_location, redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,29 +29,36 @@ BEST_NAME = "best.pt"
 
 @dataclass(frozen=True)
 class TrialFolder:
-    """One trial's folder in the run storage: `best.pt`, its epochs, how often its loop started."""
+    """One trial's folder in the run storage: `best.pt`, its epochs, how often its loop started.
 
-    location: str
+    Handed to the trial's workers whole: its filesystem holds the storage's credentials, if any."""
+
+    storage: Storage
+
+    @property
+    def location(self) -> str:
+        """Where the folder is, without credentials: what the trial's records name."""
+        return self.storage.location
 
     @property
     def best_checkpoint(self) -> Storage:
-        return open_storage(self.location).child(BEST_NAME)
+        return self.storage.child(BEST_NAME)
 
     def attempts(self) -> int:
         """How many times the trial's training loop has started (1 + its restarts); 0 if never."""
-        record = open_storage(self.location).child("attempts")
+        record = self.storage.child("attempts")
         return int(record.read_bytes()) if record.exists() else 0
 
     def count_attempt(self) -> None:
         """One more start: once per start of the loop (a restart after a failure, a resumed sweep)."""
-        open_storage(self.location).child("attempts").write_bytes(b"%d" % (self.attempts() + 1))
+        self.storage.child("attempts").write_bytes(b"%d" % (self.attempts() + 1))
 
     def write_history(self, history: list[dict[str, float]]) -> None:
-        open_storage(self.location).child("history.json").write_bytes(json.dumps(history).encode())
+        self.storage.child("history.json").write_bytes(json.dumps(history).encode())
 
     def read_history(self) -> list[dict[str, float]] | None:
         """The finished trial's own record of its epochs; None if it never finished."""
-        record = open_storage(self.location).child("history.json")
+        record = self.storage.child("history.json")
         return json.loads(record.read_bytes()) if record.exists() else None
 
 
@@ -73,11 +81,11 @@ class RunStorage:
         return self.storage.child(TRAIN_RUNS)
 
     def trial(self, model: str, trial_id: str) -> TrialFolder:
-        return TrialFolder(self.storage.child(CHECKPOINTS, f"{model}-{trial_id}").location)
+        return TrialFolder(self.storage.child(CHECKPOINTS, f"{model}-{trial_id}"))
 
     def describe_trials(self) -> str:
-        """How a user finds a trial's best checkpoint."""
-        return f"{self.storage.child(CHECKPOINTS, '<model>-<trial>', BEST_NAME)}"
+        """How a user finds a trial's best checkpoint: as the table names it, without credentials."""
+        return self.storage.child(CHECKPOINTS, "<model>-<trial>", BEST_NAME).location
 
 
 @dataclass(frozen=True)
@@ -103,16 +111,31 @@ class RunFolder:
         return self.out / "plots"
 
     def relative(self, location: str | None) -> str | None:
-        """A location inside OUT as a path relative to it, so the folder can move or be copied."""
-        if not location or is_uri(location) or not Path(location).is_relative_to(self.out):
+        """A location for the table: inside OUT as a path relative to it, so the folder can move or be
+        copied; a URI without credentials."""
+        if location and is_uri(location):
+            return public_location(location)
+        if not location or not Path(location).is_relative_to(self.out):
             return location
         return Path(location).relative_to(self.out).as_posix()
 
     def locate(self, stored: str) -> str:
-        """Where a results row's checkpoint is: a relative one is inside OUT."""
-        if is_uri(stored) or Path(stored).is_absolute():
-            return stored
-        return str(self.out / stored)
+        """Where a results row's checkpoint is: a relative one is inside OUT. Refused unless it is inside
+        OUT or the run's storage: a results table is data, and must not make genre load any file."""
+        location = stored if is_uri(stored) or Path(stored).is_absolute() else str(self.out / stored)
+        if not _inside(location, str(self.out)) and not _inside(location, self._run_storage()):
+            raise UserInputError(
+                f"the results in {str(self.out)!r} name a checkpoint outside the run folder and its run "
+                f"storage ({redact(stored)}); genre loads only a run's own checkpoints"
+            )
+        return location
+
+    def _run_storage(self) -> str:
+        """The run storage that OUT's sweep.yaml names (--storage), else OUT."""
+        from genre.sweep_record import read_sweep_record  # here: that module imports this one
+
+        record = read_sweep_record(self.out)
+        return record.storage if record is not None else str(self.out)
 
     def table(self) -> pd.DataFrame:
         import pandas as pd  # here: trial processes import this module, and never read the table
@@ -144,6 +167,24 @@ class RunFolder:
         table = table[table["model"] == model]
         best = table.sort_values([BEST_BY, "val_track_accuracy"], ascending=False).iloc[0]
         return self.locate(str(best["checkpoint"]))
+
+
+def _inside(location: str, folder: str) -> bool:
+    """Whether `location` is below `folder`: two paths (links followed), or two URIs of one store, bucket
+    and options (without `..`: an object store may take it literally, pyarrow may not)."""
+    if is_uri(location) != is_uri(folder):
+        return False
+    if not is_uri(location):
+        return Path(location).resolve().is_relative_to(Path(folder).resolve())
+    inner, outer = urlsplit(public_location(location)), urlsplit(public_location(folder))
+    if ".." in PurePosixPath(inner.path).parts:
+        return False
+    same_store = (inner.scheme, inner.netloc, sorted(parse_qsl(inner.query))) == (
+        outer.scheme,
+        outer.netloc,
+        sorted(parse_qsl(outer.query)),
+    )
+    return same_store and PurePosixPath(inner.path).is_relative_to(PurePosixPath(outer.path or "/"))
 
 
 def checkpoint_folder_name(checkpoint: str) -> str:

@@ -6,6 +6,8 @@ relaunch resumes it); each worker (genre.worker) runs genre.fit's loop. Results 
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import logging
 import os
 import time
@@ -15,13 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import requested_cluster
-from data_pipeline.manifest import manifest_hash, read_manifest
+from data_pipeline.manifest import DatasetChanged, read_manifest_and_hash
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import MIXED_SHARDS, check_shards
 from data_pipeline.split import cv_splits
@@ -37,14 +40,19 @@ from genre.results import collect, trial_dirname, write_results
 from genre.results_text import render_table
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
 from genre.shared_paths import check_shared
-from genre.storage import open_storage, redact
+from genre.storage import Storage, open_storage
+from genre.storage_faults import StopOnRefusedWrites, check_storage_answers, watch_storage, writing_into
 from genre.sweep_config import SweepConfig, dataset_folds, dataset_train_offsets
+from genre.sweep_lock import holding_lock
 from genre.sweep_record import new_record, resumed_record, write_sweep_record
 from genre.trackers import tracker_callbacks
-from genre.trial import TrialSetup, genre_trial, ray_filesystem, ray_storage
+from genre.trial import TrialSetup, genre_trial, ray_storage
 
 Progress = Callable[[str], None]
 EXPERIMENT_STATE_EVERY_S = 2
+# Tune's saved state of an experiment's trials (ray.tune's TuneController.CKPT_FILE_TMPL; a test
+# compares them).
+TUNE_EXPERIMENT_STATE = "experiment_state-*.json"
 
 
 @dataclass
@@ -76,17 +84,45 @@ class SweepResult:
 def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     """Validate, fit the trials to the cluster, run them with Tune, and write the results."""
     started = time.perf_counter()
-    manifest = read_manifest(config.data)
+    # The hash of the very manifest read: the dataset every read of the sweep must still find.
+    manifest, manifest_sha256 = read_manifest_and_hash(config.data)
     config.check(manifest)
     check_shards(config.data, manifest)
     run = RunFolder(config.out.resolve())
+    check_storage_answers(config)
+    # One command at a time in OUT (genre.sweep_lock); a refused start leaves OUT as it was.
+    with contextlib.ExitStack() as locks:
+        where = f"OUT {str(config.out)!r}"
+        locks.enter_context(holding_lock(open_storage(run.out), where, _command(config), progress))
+        return _run_locked(config, manifest, manifest_sha256, run, locks, started, progress)
+
+
+def _command(config: SweepConfig) -> str:
+    """The command a lock names as its holder."""
+    return "genre sweep --resume" if config.resume else "genre sweep"
+
+
+def _run_locked(
+    config: SweepConfig,
+    manifest: dict[str, Any],
+    manifest_sha256: str,
+    run: RunFolder,
+    locks: contextlib.ExitStack,
+    started: float,
+    progress: Progress,
+) -> SweepResult:
+    """The sweep, OUT locked: its record, Ray, the trials, the results."""
     record = resumed_record(config, run.out, progress) if config.resume else new_record(config, run.out)
-    storage = RunStorage(open_storage(record.storage))
-    try:
-        run.out.mkdir(parents=True, exist_ok=True)
-        write_sweep_record(run.out, record)
-    except OSError as error:
-        raise UserInputError(f"cannot write to OUT {str(config.out)!r}: {error.strerror}") from None
+    if record.manifest_sha256 and record.manifest_sha256 != manifest_sha256:  # DATA replaced since the start
+        raise DatasetChanged(
+            f"DATA {str(config.data)!r} changed while the sweep was starting (prepared again?); run the "
+            "sweep again once DATA stays as it is"
+        )
+    # The storage as given (its credentials, if any, in its filesystem); the record names it without them.
+    storage = RunStorage(open_storage(config.storage or record.storage))
+    if storage.location != open_storage(run.out).location:  # --storage elsewhere: locked as well
+        where = f"the run storage {storage.storage}"
+        locks.enter_context(holding_lock(storage.storage, where, _command(config), progress))
 
     # ASHA stops trials early, and only Ray Train's placement group cleaner, through the dashboard's
     # state API, then frees their workers' resources (without it, later trials wait forever).
@@ -102,10 +138,11 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     held = _train_held(config, manifest, plan.num_workers, progress)
     setup = TrialSetup(
         train=config.train,
-        data=open_storage(config.data).location,
+        data=open_storage(config.data),
+        manifest_sha256=manifest_sha256,
         features=manifest["features"],
         labels=manifest["labels"],
-        storage=storage.location,
+        storage=storage.storage,
         num_workers=plan.num_workers,
         cpus_per_worker=plan.cpus_per_worker,
         gpus_per_worker=plan.gpus_per_worker,
@@ -123,6 +160,11 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
         tune.with_parameters(genre_trial, setup=setup),
         {"cpu": DRIVER_CPUS},
     )
+    # Only now, every check passed and Ray reached: a sweep.yaml in OUT is a sweep that started.
+    try:
+        write_sweep_record(run.out, record)
+    except OSError as error:
+        raise UserInputError(f"cannot write to OUT {str(config.out)!r}: {error.strerror}") from None
     tuner = _tuner(config, trainable, plan, storage, setup.folds, progress)
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
@@ -134,20 +176,29 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     # trials down and return them as if the sweep had ended. Its state is saved as it goes, for --resume.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
-    grid = tuner.fit()
+    with watch_storage(_run_storage_name(config, storage), storage.storage):
+        grid = tuner.fit()
 
     header = {
-        "data": redact(open_storage(config.data).location),  # never a secret key written into a URI
-        "manifest_sha256": manifest_hash(config.data),
+        "data": open_storage(config.data).location,  # without credentials written into its URI
+        "manifest_sha256": manifest_sha256,  # as the sweep started (and sweep.yaml records)
         "split_protocol": _protocol(manifest),
         "leaky": manifest["split"].get("leaks_tracks_across_splits", False),
         "storage": storage.location,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    table, history = collect(grid, setup, run, header)
-    write_plots(history, run.plots)
-    write_results(run, table, history, header, appendix=_write_summary(config, manifest, table, run))
+    with writing_into(f"OUT {str(config.out)!r}", run.out):
+        table, history = collect(grid, setup, run, header)
+        write_plots(history, run.plots)
+        write_results(run, table, history, header, appendix=_write_summary(config, manifest, table, run))
     return SweepResult(table, run, storage, plan, time.perf_counter() - started)
+
+
+def _run_storage_name(config: SweepConfig, storage: RunStorage) -> str:
+    """The run storage as the user named it: OUT, unless --storage put it elsewhere."""
+    if storage.location == open_storage(config.out).location:
+        return f"OUT {str(config.out)!r}"
+    return f"the run storage {storage.storage}"
 
 
 def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
@@ -247,12 +298,16 @@ def _tuner(
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
     experiment = storage.experiment
-    filesystem = ray_filesystem(storage.storage)
-    if config.resume:
+    if config.resume and _has_trial_state(experiment):
         progress(f"resuming the sweep in {experiment}")
+        filesystem = ray_storage(storage.storage)["storage_filesystem"]
         return tune.Tuner.restore(
             experiment.path, trainable, resume_errored=True, storage_filesystem=filesystem
         )
+    if config.resume:
+        # Stopped between its Tuner's file and Tune's first save of its trials: nothing ran that a
+        # restore would find (it would fail on the empty experiment), so the recorded sweep starts again.
+        progress(f"the sweep in {experiment} was stopped before it saved any trial: starting it afresh")
     return tune.Tuner(
         trainable,
         param_space=_param_space(config, folds),
@@ -269,15 +324,30 @@ def _tuner(
             # fails is final here: retrying it in Tune as well would multiply the attempts; a lost
             # trial driver is picked up again by --resume.
             failure_config=tune.FailureConfig(max_failures=0),
-            callbacks=[LiveView(), *tracker_callbacks(config.mlflow, config.wandb, _tracker_tags(config))],
+            # First: a refused write stops the sweep before any other callback reports its trial.
+            callbacks=[
+                StopOnRefusedWrites(),
+                LiveView(),
+                *tracker_callbacks(config.mlflow, config.wandb, _tracker_tags(config)),
+            ],
             verbose=0,
         ),
     )
 
 
+def _has_trial_state(experiment: Storage) -> bool:
+    """Whether Tune saved the experiment's trials (its `experiment_state-<time>.json`, the file a
+    restore reads), rather than only the Tuner that a sweep writes first."""
+    try:
+        entries = experiment.filesystem.get_file_info(pafs.FileSelector(experiment.path))
+    except (FileNotFoundError, OSError):
+        return False
+    return any(fnmatch.fnmatch(entry.base_name, TUNE_EXPERIMENT_STATE) for entry in entries)
+
+
 def _tracker_tags(config: SweepConfig) -> dict[str, Any]:
     """What a tracker's runs record of the sweep: where it is and every option it runs with."""
-    places = {"out": config.out.resolve(), "data": redact(open_storage(config.data).location)}
+    places = {"out": config.out.resolve(), "data": open_storage(config.data).location}
     return {**places, **{k: v for k, v in config.options().items() if v is not None}}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ class SweepConfig:
             raise UserInputError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
         if not self.models:
             raise UserInputError("--models names no model")
+        check_distinct_models(self.models)
         self._check_protocol(manifest)
         for group in dataset_groups(manifest):
             if manifest["counts"][group]["segments"] == 0:
@@ -164,6 +167,16 @@ class SweepConfig:
                 "--num-samples samples each trial's configuration apart, so the folds of a model would "
                 "train with different settings: with --cv, set --lr, --batch-size, --dropout instead"
             )
+
+
+def check_distinct_models(models: Sequence[str]) -> None:
+    """Refuse a model named twice: its trials would be one trial run twice, counted as two."""
+    repeated = sorted(name for name, times in Counter(models).items() if times > 1)
+    if repeated:
+        raise UserInputError(
+            f"--models names {', '.join(repeated)} more than once; each model is one configuration "
+            "(repeat its trials with --seeds N, or --num-samples N to sample its settings)"
+        )
 
 
 def dataset_folds(manifest: dict[str, Any]) -> int:

@@ -17,6 +17,52 @@ import yaml
 from data_pipeline.errors import UserInputError
 from genre.sweep_config import SWEEP_LEVEL, TRAIN_OPTIONS
 
+# A sweep's options fit in a few lines; a bigger file is a mistake (or worse), refused before parsing.
+MAX_FILE_BYTES = 1_000_000
+# What a file's aliases may add, in values: a few hundred bytes of nested aliases stand for billions of
+# values once anything walks them, and PyYAML has no limit of its own.
+MAX_ALIASED_VALUES = 10_000
+
+
+class ConfigTooLarge(yaml.YAMLError):
+    """A YAML file over MAX_FILE_BYTES, or whose aliases stand for more than MAX_ALIASED_VALUES."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader counting the values each alias stands for, refusing past MAX_ALIASED_VALUES."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._values_of: dict[int, int] = {}  # a composed node's id: the values it expands to
+        self._aliased_values = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        aliased = self.check_event(yaml.AliasEvent)
+        node = super().compose_node(parent, index)
+        if aliased:
+            values = self._values_of.get(id(node))
+            if values is None:  # its anchor is still being composed
+                raise ConfigTooLarge("an alias refers to the value that holds it (an endless value)")
+            self._aliased_values += values
+            if self._aliased_values > MAX_ALIASED_VALUES:
+                raise ConfigTooLarge(f"its aliases stand for more than {MAX_ALIASED_VALUES:,} values")
+            return node
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        self._values_of[id(node)] = 1 + sum(self._values_of[id(child)] for child in children)
+        return node
+
+
+def _safe_load_bounded(path: Path) -> Any:
+    """yaml.safe_load of the file, refusing one over MAX_FILE_BYTES or with aliases past the limit."""
+    with path.open("rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)  # a FIFO or /dev/zero has no size to ask first
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigTooLarge(f"it is over {MAX_FILE_BYTES:,} bytes; a sweep's options fit in a few lines")
+    return yaml.load(data.decode("utf-8"), Loader=_BoundedLoader)
+
+
 # Where the sweep runs, not what it computes: the file may name them, a sweep's own file names
 # DATA and, when it is not OUT, the run storage.
 PLACES = ("data", "out", "storage", "address")
@@ -41,9 +87,11 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path).expanduser()
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = _safe_load_bounded(path)
     except OSError as error:
         raise UserInputError(f"--config {str(path)!r} cannot be read: {error.strerror}") from None
+    except ConfigTooLarge as error:
+        raise UserInputError(f"--config {str(path)!r} is refused: {error}") from None
     except (UnicodeDecodeError, yaml.YAMLError) as error:
         reason = str(error).splitlines()[0]
         raise UserInputError(f"--config {str(path)!r} is not YAML ({reason})") from None
@@ -106,7 +154,7 @@ def dump(values: dict[str, Any]) -> str:
 
 def load(path: Path) -> dict[str, Any]:
     """A sweep's own file, as written by `dump`."""
-    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    values = _safe_load_bounded(path)
     if not isinstance(values, dict):
         raise ValueError(f"not a mapping but {type(values).__name__}")
     return values

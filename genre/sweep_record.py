@@ -21,7 +21,7 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
 from genre import sweep_file
 from genre.run_folder import RunStorage
-from genre.storage import open_storage, redact
+from genre.storage import first_line, is_uri, open_storage, public_location, redact
 from genre.sweep_config import SweepConfig
 
 SWEEP_FILE = "sweep.yaml"
@@ -79,9 +79,10 @@ def new_record(config: SweepConfig, out: Path) -> SweepRecord:
     if storage.experiment.exists():
         where = "OUT" if storage.location == str(out) else f"the storage {storage.storage}"
         raise UserInputError(f"{where} already holds a sweep; pass --resume to continue it")
-    data = open_storage(config.data).location
-    # DATA as given again on --resume is what is opened; the record names it without a secret key.
-    return SweepRecord(storage.location, redact(data), manifest_hash(data), config.options())
+    data = open_storage(config.data)
+    # Both named without credentials written into their URIs: DATA as given again on --resume is what
+    # is opened, and the run storage is --storage given again, else opened with the machine's credentials.
+    return SweepRecord(storage.location, data.location, manifest_hash(data), config.options())
 
 
 def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], None]) -> SweepRecord:
@@ -96,11 +97,11 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
             f"OUT {str(config.out)!r} holds no sweep to resume (no {SWEEP_FILE}); leave out --resume to "
             "start one"
         )
-    storage = open_storage(record.storage)
-    if config.storage and open_storage(config.storage).location != storage.location:
+    storage = open_storage(config.storage or record.storage)
+    if config.storage and storage.location != public_location(record.storage):
         raise UserInputError(
-            f"--storage {open_storage(config.storage)} is not where the sweep in OUT keeps its run state "
-            f"({storage}); leave --storage out to resume it"
+            f"--storage {storage} is not where the sweep in OUT keeps its run state "
+            f"({redact(record.storage)}); leave --storage out to resume it"
         )
     if record.manifest_sha256 and manifest_hash(config.data) != record.manifest_sha256:
         raise UserInputError(
@@ -112,7 +113,18 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
     defaults = SweepConfig(data=config.data, out=config.out).options() if record.options else {}
     changed = resume_changes({**defaults, **record.options}, options)
     experiment = RunStorage(storage).experiment
-    if not tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage)):
+    try:
+        restorable = tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage))
+    except OSError as error:  # credentials, the bucket, the network
+        again = (
+            "; if its URI carried credentials, give it again: --resume --storage URI"
+            if not config.storage and is_uri(record.storage)
+            else ""
+        )
+        raise UserInputError(
+            f"cannot read the sweep's run state in {experiment}: {first_line(error)}{again}"
+        ) from None
+    if not restorable:
         raise UserInputError(
             f"the sweep in OUT {str(config.out)!r} never started a trial (no run state in {experiment}); "
             "run it again without --resume"
@@ -124,15 +136,17 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
 
 def write_sweep_record(out: Path, record: SweepRecord) -> None:
     """OUT/sweep.yaml: DATA, the run storage unless it is OUT, the options, then genre's own record."""
-    storage = {} if record.storage == _out_storage(out) else {"storage": record.storage}
+    # Without credentials, whatever an older genre recorded.
+    storage = {} if record.storage == _out_storage(out) else {"storage": public_location(record.storage)}
     values = {
-        "data": record.data,
+        "data": public_location(record.data),
         **storage,
         **record.options,
         "manifest_sha256": record.manifest_sha256,
         "resumed": record.resumed,
     }
-    (Path(out) / SWEEP_FILE).write_text(sweep_file.dump(values), encoding="utf-8")
+    # Whole or not at all (a full disk leaves no empty sweep.yaml that --resume would read).
+    open_storage(Path(out) / SWEEP_FILE).write_bytes(sweep_file.dump(values).encode("utf-8"))
     (Path(out) / OLD_SWEEP_FILE).unlink(missing_ok=True)  # one record: the YAML one from now on
 
 

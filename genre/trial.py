@@ -24,7 +24,8 @@ from data_pipeline.ray_internals import (
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
 from genre.report_relay import QueueReports, relay_reports
 from genre.run_folder import RunStorage
-from genre.storage import Storage, open_storage
+from genre.storage import Storage
+from genre.whole_files import whole_file_filesystem
 
 # Ray Train's controller collects one report per worker each time it polls (every 2 s by default),
 # and a worker's next report waits for the last to be collected: an epoch shorter than the poll
@@ -40,11 +41,16 @@ class TrialSetup:
     """What every trial of a sweep shares; a trial adds its model and sampled values."""
 
     train: TrainConfig
-    # The prepared dataset, as every node sees it (the driver checks that they do).
-    data: str
+    # The prepared dataset, as every node sees it (the driver checks that they do), and the run storage:
+    # opened by the driver, their filesystems holding any credentials of their URIs. Ray carries them
+    # in memory (tune.with_parameters, then each trial's Train run), never as text to open again.
+    data: Storage
+    # DATA's manifest's SHA-256 as the sweep started: every read of a trial's workers checks that DATA
+    # is still that dataset (a `prepare --overwrite` meanwhile stops the trial, in one line).
+    manifest_sha256: str
     features: dict[str, Any]
     labels: dict[str, str]
-    storage: str
+    storage: Storage
     num_workers: int
     cpus_per_worker: float
     gpus_per_worker: float
@@ -67,7 +73,7 @@ class TrialSetup:
 
     @property
     def run_storage(self) -> RunStorage:
-        return RunStorage(open_storage(self.storage))
+        return RunStorage(self.storage)
 
     def trial_config(self, sampled: dict[str, Any], trial_id: str) -> TrialConfig:
         """One trial's settings: its model and sampled values over the sweep's, every default filled."""
@@ -90,6 +96,7 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup) -> None:
     """One Tune trial: a Ray Train V2 run of one model and configuration."""
     trial_id = tune.get_context().get_trial_id()
     config = setup.trial_config(sampled, trial_id)
+    folder = setup.run_storage.trial(config.model, trial_id)
     if setup.local_ray:
         # Ray Train watches every node for a drain notice from a cluster's autoscaler; on one
         # machine none comes, and the watcher is one more process per trial.
@@ -104,7 +111,9 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup) -> None:
             train_worker,
             train_loop_config={
                 "trial": config.to_dict(),
+                "folder": folder,
                 "data": setup.data,
+                "manifest_sha256": setup.manifest_sha256,
                 "features": setup.features,
                 "labels": setup.labels,
                 "train_held": setup.train_held,
@@ -115,7 +124,9 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup) -> None:
             run_config=ray.train.RunConfig(
                 # Named from the trial id, never a timestamp: a relaunched trial finds its own run.
                 name=f"train-{trial_id}",
-                **ray_storage(setup.run_storage.train_runs),
+                # Ray Train keeps its filesystem in memory only (its run state records the path).
+                storage_path=setup.run_storage.train_runs.path,
+                storage_filesystem=ray_filesystem(setup.run_storage.train_runs),
                 callbacks=[reports],
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
@@ -151,10 +162,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def ray_storage(storage: Storage) -> dict[str, Any]:
-    """RunConfig's storage arguments."""
-    return {"storage_path": storage.path, "storage_filesystem": ray_filesystem(storage)}
+    """Ray Tune's RunConfig storage arguments (Tune.restore takes the same filesystem).
+
+    Tune pickles its filesystem into files (tuner.pkl, the experiment state in the storage): one that
+    holds credentials is handed over held in Ray's object store (genre.held_filesystem)."""
+    filesystem = ray_filesystem(storage)
+    if filesystem is not None and storage.holds_credentials:
+        from genre.held_filesystem import held_filesystem
+
+        filesystem = held_filesystem(storage)
+    return {"storage_path": storage.path, "storage_filesystem": filesystem}
 
 
-def ray_filesystem(storage: Storage) -> pafs.FileSystem | None:
-    """Ray opens a local path itself; a URI's filesystem comes with its options (endpoint, region)."""
-    return None if storage.is_local else storage.filesystem
+def ray_filesystem(storage: Storage) -> pafs.FileSystem:
+    """A local path's, where every file Ray writes is whole or absent (genre.whole_files); a URI's
+    comes with its options (endpoint, region)."""
+    return whole_file_filesystem() if storage.is_local else storage.filesystem

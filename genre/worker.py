@@ -23,7 +23,18 @@ from genre.checkpoints import save_best
 from genre.config import TrialConfig
 from genre.datasets import TEST, TRAIN, VAL, TrainBatches, read_windows, read_windows_by_shard
 from genre.faults import Fault
-from genre.fit import Report, Training, TrialState, Weights, fit, score, score_parts, seed_everything
+from genre.fit import (
+    Report,
+    Training,
+    TrialState,
+    Weights,
+    checkpoint_payload,
+    fit,
+    restore_payload,
+    score,
+    score_parts,
+    seed_everything,
+)
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
 from genre.run_folder import TrialFolder
 
@@ -39,7 +50,8 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(config.torch_threads)
     seed_everything(config.seed + rank)
-    folder = TrialFolder(config.folder)
+    # Opened by the driver: its filesystem holds the run storage's credentials, if any.
+    folder: TrialFolder = loop_config["folder"]
     if rank == 0:
         folder.count_attempt()
 
@@ -53,15 +65,22 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     params = count_parameters(model)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    training = Training(model, optimizer, grad_scaler(amp, device), device, amp, len(labels), world_size)
+    training = Training(
+        model, optimizer, grad_scaler(amp, device), device, amp, len(labels), world_size, rank=rank
+    )
     state, best_weights = restore(training)
 
     # Rank 0 scores: it holds the val and test windows, and scores the train split at the end.
     scores_here = rank == 0
     data = loop_config["data"]
+    # DATA's manifest hash at the sweep's start: every read refuses a dataset prepared again since.
+    pinned = loop_config.get("manifest_sha256")
     view = config.data_view()  # which of the dataset's shard groups each split reads
     held = (
-        {split: read_windows(data, view[split], device, with_tracks=True) for split in (VAL, TEST)}
+        {
+            split: read_windows(data, view[split], device, with_tracks=True, manifest_sha256=pinned)
+            for split in (VAL, TEST)
+        }
         if scores_here
         else {}
     )
@@ -73,11 +92,12 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             # Drawing random offsets needs every window's track and slot, on every rank.
             with_tracks=scores_here or config.random_offsets,
             with_segments=config.train_offsets > 1,
+            manifest_sha256=pinned,
         )
         if loop_config["train_held"]
         else None
     )
-    batches = TrainBatches(config, device, whole_train, data)
+    batches = TrainBatches(config, device, whole_train, data, pinned)
     fault = Fault.parse(config.fault) if config.fault else None
     best_weights = fit(
         training,
@@ -88,13 +108,14 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         report=fault.before(reporter(training, rank), config.model) if fault else reporter(training, rank),
         best_weights=best_weights,
         augmenter=_augmenter(config, len(labels), rank),
+        seed=config.seed,
     )
 
     final: dict[str, Any] = {"final": 1, "params": params, "amp": amp}
     if scores_here:
         training.plain_model.load_state_dict(best_weights)
         final["checkpoint"] = save_best(
-            folder.best_checkpoint.location,
+            folder.best_checkpoint,
             training.plain_model,
             config=config,
             features=features,
@@ -106,7 +127,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         train_parts = (
             [whole_train.grid(config.train_offsets)]
             if whole_train is not None
-            else read_windows_by_shard(data, view[TRAIN], device)
+            else read_windows_by_shard(data, view[TRAIN], device, pinned)
         )
         final.update(score_parts(training.plain_model, train_parts, TRAIN, device, amp))
         for split in (VAL, TEST):
@@ -127,24 +148,14 @@ def run_worker(loop_config: dict[str, Any]) -> None:
 
 
 def reporter(training: Training, rank: int) -> Report:
-    """Each epoch to Ray Train; rank 0 attaches everything a restarted worker needs to continue.
-
-    The best epoch's weights travel too, unless this epoch is the best (then they are "model").
-    """
+    """Each epoch to Ray Train; rank 0 attaches everything a restarted worker needs to continue."""
 
     def report(metrics: dict[str, float], state: TrialState, best_weights: Weights) -> None:
         if rank != 0:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(
-                {
-                    **training.state_dict(),
-                    "state": state.to_dict(),
-                    "best_model": None if state.best_epoch == state.epoch else best_weights,
-                },
-                Path(folder) / STATE_FILE,
-            )
+            torch.save(checkpoint_payload(training, state, best_weights), Path(folder) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     return report
@@ -162,9 +173,7 @@ def restore(training: Training) -> tuple[TrialState, Weights | None]:
         raise RuntimeError(
             "this trial's checkpoint predates genre's best-epoch format: start the sweep again"
         )
-    training.load_state_dict(saved)
-    best = saved["best_model"] if saved["best_model"] is not None else saved["model"]
-    return TrialState.from_dict(saved["state"]), best
+    return restore_payload(training, saved)
 
 
 def _augmenter(config: TrialConfig, num_classes: int, rank: int) -> Augmenter | None:

@@ -27,7 +27,7 @@ from data_pipeline.shards import read_split
 from data_pipeline.split import SPLITS
 from genre.cli import main
 from genre.evaluate import evaluate
-from genre.storage import open_storage, redact
+from genre.storage import join_location, open_storage, public_location
 from genre.sweep_record import read_sweep_record
 from tests.s3_server import CREDENTIALS, bucket, s3_endpoint_fixture  # noqa: F401 (s3_endpoint)
 
@@ -44,7 +44,7 @@ def put(uri: str, data: bytes) -> None:
 
 
 def below(uri: str, *names: str) -> str:
-    return open_storage(uri).child(*names).location
+    return join_location(uri, *names)  # the credentials of `uri` too
 
 
 def in_data_bucket(dataset: SimpleNamespace, name: str) -> str:
@@ -120,7 +120,8 @@ def test_a_sweep_and_an_evaluation_read_data_from_a_bucket(s3_dataset, tmp_path)
     assert main([*command, "--train-in-memory-mib", "0", "--seed", "5"]) == 0
     table = pd.read_parquet(out / "results.parquet")
     assert table.loc[0, "status"] == "completed", table.loc[0, "error"]
-    assert read_sweep_record(out).data == redact(s3_dataset.data)  # a URI stays a URI, its secret hidden
+    # A URI stays a URI, recorded without its credentials.
+    assert read_sweep_record(out).data == public_location(s3_dataset.data)
     for written in ("sweep.yaml", "results.md"):
         assert "genre-secret" not in (out / written).read_text()
     scores = evaluate(s3_dataset.data, out / table.loc[0, "checkpoint"], tmp_path / "evaluation").scores

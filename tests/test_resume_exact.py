@@ -1,0 +1,122 @@
+"""A trial resumed from its checkpoint repeats the uninterrupted run exactly, and a loss that stops
+being a number ends the trial; without Ray, in seconds (genre.fit, as genre.worker drives it)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genre.augment import Augment, Augmenter
+from genre.fit import TrialState, checkpoint_payload, fit, restore_payload, score
+from genre.results import failure_line
+from tests.test_fit import CLASSES, training, windows
+
+SEED = 11
+# Seconds differ from run to run; everything else an epoch records must not.
+TIMINGS = {"train_s", "validate_s", "epoch_time_s", "report_s"}
+
+
+class Interrupted(Exception):
+    """The worker lost right after an epoch's checkpoint was written."""
+
+
+def worker_run(data, epochs: int, *, stop_after: int | None = None, checkpoint: Path | None = None):
+    """What genre.worker does: seed, build the model, restore the checkpoint if there is one, fit."""
+    trainer = training(seed=SEED, dropout=0.3)  # seed_everything(seed + rank), then the model
+    state, best = TrialState(), None
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state, best = restore_payload(trainer, saved)
+
+    def report(metrics, state, best_weights):
+        if checkpoint is not None:
+            torch.save(checkpoint_payload(trainer, state, best_weights), checkpoint)
+        if state.epoch == stop_after:
+            raise Interrupted
+
+    augment = Augment(freq_mask=2, time_mask=2, mixup_alpha=0.4, gain_db=10.0)
+    best = fit(
+        trainer,
+        state,
+        epochs=epochs,
+        batches=lambda epoch: data.shuffled(8, SEED, epoch),
+        validate=lambda model: score(model, data, "val", trainer.device, trainer.amp),
+        report=report,
+        best_weights=best,
+        augmenter=Augmenter(augment, CLASSES, SEED),
+        seed=SEED,
+    )
+    return trainer, state, best
+
+
+def scramble_global_generators() -> None:
+    """A new process's generators: whatever drew from them before the worker started."""
+    random.seed(12345)
+    np.random.seed(54321)
+    torch.manual_seed(999)
+    torch.rand(17)
+
+
+def without_timings(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
+
+
+@pytest.mark.parametrize("stop_after", [0, 2])
+def test_a_trial_interrupted_after_an_epoch_and_resumed_ends_bit_identical(tmp_path, stop_after):
+    data = windows()
+    whole_trainer, whole, whole_best = worker_run(data, epochs=4)
+
+    checkpoint = tmp_path / "state.pt"
+    with pytest.raises(Interrupted):
+        worker_run(data, epochs=4, stop_after=stop_after, checkpoint=checkpoint)
+    scramble_global_generators()
+    resumed_trainer, resumed, resumed_best = worker_run(data, epochs=4, checkpoint=checkpoint)
+
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
+    # Every loss, accuracy and score of every epoch, to the last bit (== on floats).
+    assert without_timings(resumed.history) == without_timings(whole.history)
+    assert (resumed.best_epoch, resumed.best_val, resumed.samples) == (
+        whole.best_epoch,
+        whole.best_val,
+        whole.samples,
+    )
+    final, expected = resumed_trainer.plain_model.state_dict(), whole_trainer.plain_model.state_dict()
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+    assert all(torch.equal(resumed_best[name], whole_best[name]) for name in whole_best)
+    moments = resumed_trainer.optimizer.state_dict()["state"]
+    for slot, expected_moments in whole_trainer.optimizer.state_dict()["state"].items():
+        assert all(torch.equal(moments[slot][k], v) for k, v in expected_moments.items())
+
+
+def test_a_batch_that_makes_the_loss_nan_ends_the_trial_before_the_weights_take_it():
+    data = windows()
+    trainer = training()
+    reports: list[int] = []
+
+    def batches(epoch):
+        for index, batch in enumerate(data.shuffled(8, 0, epoch)):
+            if (epoch, index) == (1, 2):
+                batch = {**batch, "mel": batch["mel"].clone()}
+                batch["mel"][0, 1, 1] = float("nan")
+            yield batch
+
+    with pytest.raises(FloatingPointError) as raised:
+        fit(
+            trainer,
+            TrialState(),
+            epochs=3,
+            batches=batches,
+            validate=lambda model: score(model, data, "val", trainer.device, trainer.amp),
+            report=lambda metrics, state, best: reports.append(metrics["epoch"]),
+        )
+    assert reports == [0]  # epoch 1 was never reported, so never checkpointed
+    assert all(torch.isfinite(tensor).all() for tensor in trainer.plain_model.state_dict().values())
+    # The results row's error column.
+    assert failure_line(raised.value) == (
+        "FloatingPointError: the training loss became nan at epoch 1, batch 2: look for non-finite values "
+        "in DATA, or lower the learning rate (--lr)"
+    )
