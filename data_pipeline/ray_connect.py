@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -37,8 +37,6 @@ _NO_ANSWER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 # long (Ray's setting gcs_rpc_server_reconnect_timeout_s, which Ray reads from this variable).
 GCS_RECONNECT_VARIABLE = "RAY_gcs_rpc_server_reconnect_timeout_s"
 GCS_RECONNECT_DEFAULT_S = 60.0
-# The head is declared lost after this share of Ray's own wait, so genre says so before Ray exits.
-LOST_SHARE_OF_RECONNECT = 0.75
 WATCH_EVERY_S = 2.0
 # Processes Ray had started when its start was interrupted: asked to stop, then killed after this.
 STOP_GRACE_S = 5.0
@@ -109,7 +107,7 @@ def _ray_start(*, local: bool) -> Iterator[None]:
         if in_main_thread:
             _restore_sigterm_handler(callers_handler)
             if isinstance(error, SystemExit) and error.code == signal.SIGTERM and callable(callers_handler):
-                signal.raise_signal(signal.SIGTERM)  # the caller's handler raises here, or ends the process
+                signal.raise_signal(signal.SIGTERM)  # the caller's handler runs (and raises) here
         raise
     if in_main_thread:
         _restore_sigterm_handler(callers_handler)
@@ -194,11 +192,13 @@ def grpc_no_answer(target: tuple[str, int], timeout_s: float) -> str | None:
 class _Watched:
     address: str
     target: tuple[str, int]
-    lost_after_s: float
+    lost_after_s: float  # without an answer: the head is lost, and the main thread interrupted
+    grace_s: float  # then this long for the main thread to end the command, before the last resort
 
 
 _watching: _Watched | None = None
 _lost: str | None = None
+_last_resort: Callable[[str], None] | None = None
 
 
 def lost_cluster() -> str | None:
@@ -206,13 +206,22 @@ def lost_cluster() -> str | None:
     return _lost
 
 
+def when_cluster_lost(last_resort: Callable[[str], None] | None) -> None:
+    """`last_resort(why)` runs in the watching thread when a lost head's interrupted main thread has not
+    ended the process in time: a call into Ray waiting on the lost GCS does not return to Python (seen:
+    Tune freeing a dead trial's placement group), and Ray's driver then ends the process itself."""
+    global _last_resort
+    _last_resort = last_resort
+
+
 def _watch_cluster(address: str) -> None:
     """Watch the head of the cluster just joined, in a daemon thread, while Ray stays connected.
 
     Ray's driver, when the GCS stops answering, waits `RAY_gcs_rpc_server_reconnect_timeout_s` (60 s)
-    and then ends the process itself with one C++ log line. Before that, here: `lost_cluster()` says
-    what was lost and the main thread gets KeyboardInterrupt, to stop as after Ctrl-C. A Ray Client
-    (ray://) connection is not watched: its client raises in the main thread on its own.
+    and then ends the process itself with one C++ log line. Here, after half that: `lost_cluster()`
+    says what was lost and the main thread gets KeyboardInterrupt, to stop as after Ctrl-C; after
+    three quarters, `when_cluster_lost`'s last resort. A Ray Client (ray://) connection is not watched:
+    its client raises in the main thread on its own.
     """
     global _watching, _lost
     target = _bootstrap_host_port(address)
@@ -222,7 +231,7 @@ def _watch_cluster(address: str) -> None:
         reconnect_s = float(os.environ.get(GCS_RECONNECT_VARIABLE, GCS_RECONNECT_DEFAULT_S))
     except ValueError:
         reconnect_s = GCS_RECONNECT_DEFAULT_S
-    watched = _Watched(address, target, max(WATCH_EVERY_S, reconnect_s * LOST_SHARE_OF_RECONNECT))
+    watched = _Watched(address, target, max(WATCH_EVERY_S, reconnect_s / 2), max(1.0, reconnect_s / 4))
     _watching, _lost = watched, None
     threading.Thread(target=_watch, args=(watched,), name="genre-head-watch", daemon=True).start()
 
@@ -234,8 +243,8 @@ def _watch(watched: _Watched) -> None:
         time.sleep(WATCH_EVERY_S)
         if _watching is not watched or not ray.is_initialized():
             return  # disconnected, or connected anew (and watched by a thread of its own)
-        reason = grpc_no_answer(watched.target, CONNECT_TIMEOUT_S)
-        print('DEBUGWATCH', time.monotonic(), reason, file=__import__('sys').stderr, flush=True)
+        # A GCS answers in milliseconds; a probe never outlasts the watch's period.
+        reason = grpc_no_answer(watched.target, WATCH_EVERY_S)
         if reason is None:
             answered = time.monotonic()
         elif time.monotonic() - answered >= watched.lost_after_s:
@@ -244,9 +253,10 @@ def _watch(watched: _Watched) -> None:
                 f"the Ray cluster at {watched.address!r} stopped answering ({host}:{port}: {reason}, for "
                 f"{time.monotonic() - answered:.0f} s): its head is gone, and with it the work running there"
             )
-            print('DEBUGWATCH interrupt', time.monotonic(), file=__import__('sys').stderr, flush=True)
             _thread.interrupt_main()  # KeyboardInterrupt in the main thread, as Ctrl-C would raise
-            time.sleep(4); import sys, traceback; print('DEBUGSTACK', ''.join(traceback.format_stack(sys._current_frames()[threading.main_thread().ident])), file=sys.stderr, flush=True)
+            time.sleep(watched.grace_s)
+            if _last_resort is not None:
+                _last_resort(_lost)  # the process is still here: the main thread is stuck in Ray
             return
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+_sigterm_received = threading.Event()
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises Terminated in the main thread while the command runs; a second one ends the
@@ -62,8 +66,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
     def terminated(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _sigterm_received.set()  # Ray and Tune may re-raise it as a plain KeyboardInterrupt
         raise Terminated
 
+    _sigterm_received.clear()
     callers = signal.signal(signal.SIGTERM, terminated)
     try:
         yield
@@ -82,6 +88,9 @@ def _main(argv: Sequence[str] | None) -> int:
         # Before anything imports Ray: a Ray that genre starts listens on 127.0.0.1 only, and a
         # driver joining one on 127.0.0.1 must stay there too (data_pipeline.loopback).
         keep_local_ray_on_loopback()
+    joins_cluster = cluster is not None and "address" in vars(args)
+    if joins_cluster:
+        _exit_when_cluster_lost(args)
     # A caller's own Ray (a notebook, the tests' session) is left running; the command's is stopped.
     ray_was_running = _ray_running()
     try:
@@ -89,16 +98,46 @@ def _main(argv: Sequence[str] | None) -> int:
     except UserInputError as error:
         print(f"genre {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as interrupt:
+    except KeyboardInterrupt:
         if (lost := _lost_cluster()) is not None:
-            print(f"genre {args.command}: error: {lost}", file=sys.stderr)
+            _report_lost_cluster(args, lost, hint=False)  # a sweep's hint is printed already
             return EXIT_CLUSTER_LOST
-        signal_name = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+        signal_name = " (SIGTERM)" if _sigterm_received.is_set() else ""
         print(f"genre {args.command}: interrupted{signal_name}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if not ray_was_running:
             _stop_ray()
+        if joins_cluster:
+            sys.modules["data_pipeline.ray_connect"].when_cluster_lost(None)  # for a caller that goes on
+
+
+def _exit_when_cluster_lost(args: argparse.Namespace) -> None:
+    """Should the joined cluster's head go, and the interrupted command not end in time (stuck in a
+    call into Ray that waits on the lost head), report it and exit here, before Ray's driver exits 1."""
+    from data_pipeline import ray_connect
+
+    def exit_now(lost: str) -> None:
+        _report_lost_cluster(args, lost, hint=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_CLUSTER_LOST)  # from the watching thread: sys.exit would end that thread alone
+
+    _lost_cluster_reported.clear()
+    ray_connect.when_cluster_lost(exit_now)
+
+
+_lost_cluster_reported = threading.Event()
+
+
+def _report_lost_cluster(args: argparse.Namespace, lost: str, *, hint: bool) -> None:
+    """The line naming the lost cluster (once: the main thread and the last resort may both get here)."""
+    if _lost_cluster_reported.is_set():
+        return
+    _lost_cluster_reported.set()
+    if hint and args.command == "sweep":
+        print(f"genre sweep: {_how_to_continue(args.out)}", file=sys.stderr)
+    print(f"genre {args.command}: error: {lost}", file=sys.stderr)
 
 
 def _lost_cluster() -> str | None:
@@ -460,14 +499,16 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return _report_failed_trials("sweep", result.table["status"])
 
 
-def _how_to_continue(out: Path) -> str:
+def _how_to_continue(out: Path | None) -> str:
     """After an interruption: --resume once the sweep has its record in OUT (from then on every moment
-    resumes), else the same command again (nothing was started)."""
+    resumes), else the same command again (nothing was started). OUT None: not known yet (--config)."""
     from genre.sweep_record import SWEEP_FILE
 
-    if (out / SWEEP_FILE).is_file():
-        return "to continue, run the same command with --resume"
-    return "the sweep had not started: run the same command again"
+    if out is not None and not (out / SWEEP_FILE).is_file():
+        return "the sweep had not started: run the same command again"
+    if _lost_cluster() is not None:
+        return "once the cluster answers again, run the same command with --resume (finished trials are kept)"
+    return "to continue, run the same command with --resume"
 
 
 def _report_failed_trials(command: str, statuses: pd.Series) -> int:

@@ -40,7 +40,7 @@ class Holder:
 
     host: str
     pid: int
-    started: str  # ISO time, for people
+    started: str  # when, in UTC, for people
     command: str
     token: str  # this very acquisition: a lock is removed only by the one who wrote it
     # Linux: the kernel's boot and the process's start (clock ticks after boot), so that a pid used
@@ -84,7 +84,7 @@ def holding_lock(place: Storage, where: str, command: str, progress: Progress = 
     lock is removed again if it is left empty: a refused start leaves no folder behind."""
     holder = me(command)
     if not place.is_local:
-        lock = _ObjectLock(place.child(LOCK_NAME), where, holder)
+        lock = _ObjectLock(place, where, holder)
         lock.acquire(progress)
         try:
             yield
@@ -216,8 +216,9 @@ class _ObjectLock:
     A local lock of the storage's URI would not do: two machines sharing the bucket never see it.
     """
 
-    def __init__(self, place: Storage, where: str, holder: Holder) -> None:
-        self.place, self.where, self.holder = place, where, holder
+    def __init__(self, folder: Storage, where: str, holder: Holder) -> None:
+        self.folder, self.place = folder, folder.child(LOCK_NAME)
+        self.where, self.holder = where, holder
         self.content = json.dumps(asdict(holder)).encode() + b"\n"
 
     def acquire(self, progress: Progress) -> None:
@@ -229,6 +230,7 @@ class _ObjectLock:
                 if holder is None or not holder.is_gone():
                     raise UserInputError(_busy(self.where, holder, self.place))
                 stale = holder
+            self.folder.make_dirs()  # a missing bucket is named as such, not as a failed upload
             self.place.write_bytes(self.content)
             time.sleep(OBJECT_SETTLE_S)
             now = self.place.read_bytes()
@@ -274,13 +276,12 @@ def _make_folders(folder: Path, where: str) -> list[Path]:
         current = current.parent
     if folder.exists() and not folder.is_dir():
         raise UserInputError(f"{where} exists and is not a folder")
-    made = []
+    made: list[Path] = []
     try:
         for path in reversed(missing):
-            path.mkdir()
-            made.insert(0, path)
-    except FileExistsError:
-        pass  # made by another command meanwhile: its lock decides
+            with contextlib.suppress(FileExistsError):  # made by another command meanwhile: not ours
+                path.mkdir()
+                made.insert(0, path)
     except OSError as error:
         for path in made:
             with contextlib.suppress(OSError):
