@@ -20,6 +20,7 @@ from typing import Any
 from data_pipeline.discover import Discovery
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import MANIFEST_NAME, is_dataset, read_manifest, write_manifest
+from data_pipeline.processes import pid_alive
 from genre.storage import open_storage, redact
 
 # In a partial dataset folder: "<host> <pid>" of the run writing it.
@@ -132,7 +133,7 @@ def abandoned(owner: str | None) -> bool:
         number = int(pid)
     except ValueError:
         host, number = socket.gethostname(), 0
-    return host == socket.gethostname() and not _process_alive(number)
+    return host == socket.gethostname() and not pid_alive(number)
 
 
 def make_staging(out: Path) -> Path:
@@ -177,15 +178,3 @@ def move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
 
 def _staging_prefix(out: Path) -> str:
     return f".{out.name}.partial-"
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_pipeline.processes import pid_alive
+
 # In a session folder: the mark of a session of genre's own Ray, holding the pid of the command.
 OWN_MARK = "genre-started"
 KEEP_SESSIONS = 5
@@ -103,14 +105,3 @@ def _latest_target(temp_dir: Path) -> Path | None:
         return temp_dir / Path(os.readlink(link)).name
     except OSError:
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of that pid runs on this machine (another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

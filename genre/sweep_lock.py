@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.processes import pid_alive
 from genre.storage import Storage, first_line
 
 LOCK_NAME = ".genre.lock"
@@ -291,16 +292,8 @@ def _make_folders(folder: Path, where: str) -> list[Path]:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    # A process killed but not yet reaped by its parent is gone for good.
-    return _process_state(pid) != "Z"
+    # A process killed but not yet reaped by its parent (a zombie) is gone for good.
+    return pid_alive(pid) and _process_state(pid) != "Z"
 
 
 def _stat_fields(pid: int) -> list[str] | None:
