@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
+from genre.delegating_filesystem import DelegatingHandler
 from genre.storage import Storage
 
 
@@ -24,7 +24,7 @@ def held_filesystem(storage: Storage) -> pafs.FileSystem:
     return pafs.PyFileSystem(HeldFilesystem(str(storage), ray.put(storage.filesystem), storage.filesystem))
 
 
-class HeldFilesystem(pafs.FileSystemHandler):
+class HeldFilesystem(DelegatingHandler):
     """Every call goes to the filesystem in Ray's object store, fetched once per process."""
 
     def __init__(self, shown: str, held: ray.ObjectRef, filesystem: pafs.FileSystem | None = None) -> None:
@@ -42,7 +42,7 @@ class HeldFilesystem(pafs.FileSystemHandler):
         return hash(self.held)
 
     @property
-    def filesystem(self) -> pafs.FileSystem:
+    def inner(self) -> pafs.FileSystem:
         if self._filesystem is None:
             self._filesystem = ray.get(self.held)
         return self._filesystem
@@ -50,45 +50,5 @@ class HeldFilesystem(pafs.FileSystemHandler):
     def get_type_name(self) -> str:
         return "genre-held"
 
-    def normalize_path(self, path: str) -> str:
-        return self.filesystem.normalize_path(path)
-
-    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
-        return self.filesystem.get_file_info(paths)
-
-    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
-        return self.filesystem.get_file_info(selector)
-
-    def create_dir(self, path: str, recursive: bool) -> None:
-        self.filesystem.create_dir(path, recursive=recursive)
-
-    def delete_dir(self, path: str) -> None:
-        self.filesystem.delete_dir(path)
-
-    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
-        self.filesystem.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
-
     def delete_root_dir_contents(self) -> None:
         raise OSError(f"refusing to delete everything in {self.shown}")
-
-    def delete_file(self, path: str) -> None:
-        self.filesystem.delete_file(path)
-
-    def move(self, src: str, dest: str) -> None:
-        self.filesystem.move(src, dest)
-
-    def copy_file(self, src: str, dest: str) -> None:
-        self.filesystem.copy_file(src, dest)
-
-    # PyFileSystem decompresses and buffers around these itself: the inner streams are plain.
-    def open_input_stream(self, path: str) -> pa.NativeFile:
-        return self.filesystem.open_input_stream(path, compression=None)
-
-    def open_input_file(self, path: str) -> pa.NativeFile:
-        return self.filesystem.open_input_file(path)
-
-    def open_output_stream(self, path: str, metadata: dict[str, str] | None) -> pa.NativeFile:
-        return self.filesystem.open_output_stream(path, compression=None, metadata=metadata)
-
-    def open_append_stream(self, path: str, metadata: dict[str, str] | None) -> pa.NativeFile:
-        return self.filesystem.open_append_stream(path, compression=None, metadata=metadata)

@@ -21,6 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from genre.delegating_filesystem import DelegatingHandler
+
 PARTIAL_PREFIX = ".partial-"
 
 
@@ -29,9 +31,11 @@ def whole_file_filesystem() -> pafs.FileSystem:
     return pafs.PyFileSystem(WholeFileWrites())
 
 
-class WholeFileWrites(pafs.FileSystemHandler):
+class WholeFileWrites(DelegatingHandler):
     """pyarrow's LocalFileSystem, except that an output stream publishes its file only when closed
-    after every write succeeded; a failed one leaves the previous file (or none), and no partial one."""
+    after every write succeeded; a failed one leaves the previous file (or none), and no partial one.
+    Appends go straight to the file: they cannot be made whole this way, and Tune and Train rewrite
+    their state files instead."""
 
     def __init__(self) -> None:
         self.local = pafs.LocalFileSystem()
@@ -49,50 +53,17 @@ class WholeFileWrites(pafs.FileSystemHandler):
     def get_type_name(self) -> str:
         return "local+whole-files"
 
-    def normalize_path(self, path: str) -> str:
-        return self.local.normalize_path(path)
-
-    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
-        return self.local.get_file_info(paths)
-
-    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
-        return self.local.get_file_info(selector)
-
-    def create_dir(self, path: str, recursive: bool) -> None:
-        self.local.create_dir(path, recursive=recursive)
-
-    def delete_dir(self, path: str) -> None:
-        self.local.delete_dir(path)
-
-    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
-        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
-
-    def delete_root_dir_contents(self) -> None:
-        raise OSError("refusing to delete the contents of the root folder")
-
-    def delete_file(self, path: str) -> None:
-        self.local.delete_file(path)
-
-    def move(self, src: str, dest: str) -> None:
-        self.local.move(src, dest)
+    @property
+    def inner(self) -> pafs.FileSystem:
+        return self.local
 
     def copy_file(self, src: str, dest: str) -> None:
         with self.local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
             while chunk := source.read(1 << 24):
                 target.write(chunk)
 
-    def open_input_stream(self, path: str) -> pa.NativeFile:
-        return self.local.open_input_stream(path)
-
-    def open_input_file(self, path: str) -> pa.NativeFile:
-        return self.local.open_input_file(path)
-
     def open_output_stream(self, path: str, metadata: dict[str, str] | None) -> pa.NativeFile:
         return pa.PythonFile(_WholeFile(Path(path)), mode="w")
-
-    def open_append_stream(self, path: str, metadata: dict[str, str] | None) -> pa.NativeFile:
-        # Appending cannot be made whole this way; Tune and Train rewrite their state files instead.
-        return self.local.open_append_stream(path)
 
 
 class _WholeFile(io.RawIOBase):
