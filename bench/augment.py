@@ -5,7 +5,7 @@
 Runs `genre sweep DATA WORK/<bundle> --models MODEL --epochs E --seeds N --augment <bundle>` for each
 bundle as a user runs it (a sweep already finished in WORK/<bundle> is read, not run again), then
 prints per bundle the test accuracy (track and segment) over the seeds with 95% intervals, and each
-pair of bundles compared on the same seeds (genre.summary: paired t-test, Holm-adjusted).
+pair of bundles compared on the same seeds (genre.sweep.summary: paired t-test, Holm-adjusted).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre import summary
+from genre.sweep import summary
 
 
 def run_bundle(data: Path, out: Path, bundle: str, options: argparse.Namespace) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def run_bundle(data: Path, out: Path, bundle: str, options: argparse.Namespace) 
                    "--pretrained", "no"]  # fmt: skip
         subprocess.run(command, check=True)
     table = pd.read_parquet(out / "results.parquet")
-    # Each bundle as a "model" of its own: genre.summary then pairs the bundles on the same seeds.
+    # Each bundle as a "model" of its own: genre.sweep.summary then pairs the bundles on the same seeds.
     return table.assign(model=bundle)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-GENRE = [sys.executable, "-m", "genre.cli"]
+GENRE = [sys.executable, "-m", "genre"]
 
 
 def run(command: list[str], kill_when: Callable[[], int | None] | None = None, exit_status: int = 0) -> float:

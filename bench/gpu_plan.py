@@ -31,8 +31,8 @@ from models import forward_flops  # bench/models.py, beside this script
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from data_pipeline.features import FeatureConfig
-from genre.datasets import shard_mib
 from genre.models import create_model, get_spec, model_names
+from genre.sweep.plan import shard_mib
 
 SHAPE = (1, *FeatureConfig().shape)  # genre's default log-mel: 1 x 128 x 130
 # H100 SXM dense peaks (NVIDIA's datasheet, without sparsity): TF32 for fp32 models, bf16 for AMP.

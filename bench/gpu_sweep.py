@@ -7,7 +7,7 @@
   time-stamped, and nvidia-smi's memory and utilisation sampled every 0.5 s.
 - bare: each model alone in this process, a plain loop (forward, cross-entropy, backward, Adam) over
   the train split held on the GPU with the registry's mixed precision; and the same model through
-  genre.fit's `train_epoch` (the sweep's loop, Ray-free): warm-up steps, then timed steps.
+  genre.train.fit's `train_epoch` (the sweep's loop, Ray-free): warm-up steps, then timed steps.
 - shared: the six bare loops at once, one process each, timed over the same window of wall time:
   without NVIDIA MPS, then with it when `nvidia-cuda-mps-control` is on the machine.
 
@@ -166,7 +166,7 @@ class GpuSampler:
 
 
 def train_windows(data: Path, device):
-    from genre.datasets import read_windows
+    from genre.train.batches import read_windows
 
     return read_windows(data, "train", device)
 
@@ -194,9 +194,9 @@ def bare_loops(data: Path, models: tuple[str, ...], batch: int, steps: int) -> d
 def build(name: str, classes: int, device, batch: int):
     import torch
 
-    from genre.amp import grad_scaler, resolve_amp
-    from genre.fit import Training
     from genre.models import create_model, get_spec
+    from genre.train.amp import grad_scaler, resolve_amp
+    from genre.train.fit import Training
 
     spec = get_spec(name)
     amp = resolve_amp("auto", spec.amp, device)
@@ -209,8 +209,8 @@ def build(name: str, classes: int, device, batch: int):
 def plain_step(training, batch) -> None:
     import torch
 
-    from genre.amp import autocast
-    from genre.inference import as_model_input
+    from genre.train.amp import autocast
+    from genre.train.forward import as_model_input
 
     inputs, targets = as_model_input(batch["mel"], training.device), batch["label"]
     with autocast(training.amp, training.device):
@@ -234,7 +234,7 @@ def timed_steps(name: str, windows, device, batch: int, steps: int, plain: bool)
 
     import torch
 
-    from genre.fit import train_epoch
+    from genre.train.fit import train_epoch
 
     training = build(name, int(windows.labels.max()) + 1, device, batch)
     source = batches_forever(windows, batch)

@@ -23,7 +23,7 @@ from statistics import mean, stdev
 import pandas as pd
 
 SCORES = ("train_track_accuracy", "val_track_accuracy", "test_track_accuracy")
-GENRE = [sys.executable, "-m", "genre.cli"]
+GENRE = [sys.executable, "-m", "genre"]
 
 
 def genre(*args: str) -> None:

@@ -3,7 +3,7 @@
     python bench/input_pipeline.py DATA [--models cnn3,cnn4] [--batch-size 16] [--steps 60]
 
 Inside one Ray Train worker set up as `genre sweep` sets up a lone trial on this machine (the same
-batches `genre.datasets.TrainBatches` gives the training loop, the same CPU share and threads), it
+batches `genre.train.batches.TrainBatches` gives the training loop, the same CPU share and threads), it
 times
   streamed   whole epochs read by Ray Data from the shards through the shuffle buffer (the worker's
              share of the shard files in an order new every epoch), each batch taken to the
@@ -32,10 +32,10 @@ import torch
 
 from data_pipeline.manifest import read_manifest
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
-from genre.datasets import TRAIN, TrainBatches, read_windows
-from genre.inference import as_model_input
 from genre.models import create_model
-from genre.resources import plan_resources
+from genre.sweep.plan import plan_resources
+from genre.train.batches import TRAIN, TrainBatches, read_windows
+from genre.train.forward import as_model_input
 
 
 def read_rate(batches: Iterator[dict[str, torch.Tensor]], device: torch.device) -> float:

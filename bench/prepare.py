@@ -63,7 +63,7 @@ def bench_prepare(source: Path, workdir: Path, address: str | None = None) -> di
     out = workdir / "prepared"
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "genre.cli", "prepare", str(source), str(out), "--overwrite",
+        [sys.executable, "-m", "genre", "prepare", str(source), str(out), "--overwrite",
          *(["--address", address] if address else [])],
         check=True,
         stdout=subprocess.DEVNULL,

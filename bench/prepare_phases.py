@@ -44,7 +44,7 @@ from data_pipeline.featurize import ShardJob, featurize_shard
 from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.shards import tracks_per_shard
 
-GENRE = [sys.executable, "-m", "genre.cli"]
+GENRE = [sys.executable, "-m", "genre"]
 RAY_CLI = str(Path(sys.executable).parent / "ray")
 
 # Run in a fresh interpreter: every phase from Python's start to Ray's shutdown, one JSON line.

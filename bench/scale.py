@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-GENRE = [sys.executable, "-m", "genre.cli"]
+GENRE = [sys.executable, "-m", "genre"]
 SAMPLE_S = 0.25
 MIB = 2**20
 

@@ -42,7 +42,7 @@ class TimedSweep:
 
 def timed_sweep(options: list[str], log: Path | None = None) -> TimedSweep:
     """Run `genre sweep OPTIONS` in a new process (this interpreter), its output time-stamped."""
-    command = [sys.executable, "-m", "genre.cli", "sweep", *options]
+    command = [sys.executable, "-m", "genre", "sweep", *options]
     lines: list[tuple[float, str]] = []
     written = log.open("w") if log else None
     started_at, started = time.time(), time.perf_counter()

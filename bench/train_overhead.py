@@ -22,9 +22,9 @@ import torch
 
 from data_pipeline.shards import read_mels, read_split
 from genre.config import TrainConfig
-from genre.inference import as_model_input
 from genre.models import create_model
-from genre.sweep import SweepConfig, run_sweep
+from genre.sweep.driver import SweepConfig, run_sweep
+from genre.train.forward import as_model_input
 
 
 def bare_loop(data: Path, model_name: str, epochs: int, batch_size: int, threads: int, seed: int) -> float:

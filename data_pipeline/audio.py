@@ -1,6 +1,6 @@
 """Decoding audio files to mono waveforms at the feature sample rate.
 
-A file is a path, or an s3:// or gs:// URI (genre.storage) read through its pyarrow filesystem.
+A file is a path, or an s3:// or gs:// URI (data_pipeline.storage) read through its pyarrow filesystem.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import soundfile
 
 from data_pipeline.errors import UserInputError
-from genre.storage import is_uri, open_storage, redact
+from data_pipeline.storage import is_uri, open_storage, redact
 
 if TYPE_CHECKING:
     import torch

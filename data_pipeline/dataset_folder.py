@@ -21,7 +21,7 @@ from data_pipeline.discover import Discovery
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import MANIFEST_NAME, is_dataset, read_manifest, write_manifest
 from data_pipeline.processes import pid_alive
-from genre.storage import open_storage, redact
+from data_pipeline.storage import open_storage, redact
 
 # In a partial dataset folder: "<host> <pid>" of the run writing it.
 OWNER_FILE = ".owner"

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 from data_pipeline.dataset_folder import abandoned, owner_line
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from genre.storage import Storage, first_line
+from data_pipeline.storage import Storage, first_line
 
 MARKER_PREFIX = ".partial-"
 # A shard of a run that writes in place: data_pipeline.shards.shard_name(index, tag).

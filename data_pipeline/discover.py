@@ -3,7 +3,7 @@
 Every file of a genre is a track whatever its name: what it holds decides, when the screen reads its
 header (data_pipeline.screen), as `genre predict` decodes any file it is given.
 
-A folder may also be an s3:// or gs:// prefix (genre.storage), listed in one pass; a CSV is local.
+A folder may also be an s3:// or gs:// prefix (data_pipeline.storage), listed in one pass; a CSV is local.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 
 from data_pipeline.audio import AUDIO_EXTENSIONS, is_audio_path
 from data_pipeline.errors import UserInputError
-from genre.storage import Storage, first_line, is_uri, join_location, open_storage
+from data_pipeline.storage import Storage, first_line, is_uri, join_location, open_storage
 
 
 @dataclass(frozen=True)

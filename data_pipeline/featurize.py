@@ -16,7 +16,7 @@ from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono
 from data_pipeline.features import FeatureConfig, LogMelExtractor
 from data_pipeline.shards import segments_table, shard_name, write_shard
 from data_pipeline.split import SPLITS, segment_split
-from genre.storage import Storage, open_storage
+from data_pipeline.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     import torch

@@ -1,6 +1,6 @@
 """The dataset manifest: what a prepared folder holds and how it was made.
 
-A folder is a path or an s3:// or gs:// URI (genre.storage). Its manifest is written last, so a
+A folder is a path or an s3:// or gs:// URI (data_pipeline.storage). Its manifest is written last, so a
 folder is a dataset exactly when it holds one: readers need nothing else to tell a finished dataset
 from one being written (on an object store, where shards land in place, this is what makes it safe).
 """
@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from data_pipeline.errors import UserInputError
-from genre.storage import Storage, first_line, open_storage
+from data_pipeline.storage import Storage, first_line, open_storage
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

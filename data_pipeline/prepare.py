@@ -39,7 +39,7 @@ from data_pipeline.split import (
     split_by_track,
     split_into_folds,
 )
-from genre.storage import Storage, open_storage, redact
+from data_pipeline.storage import Storage, open_storage, redact
 
 Progress = Callable[[str], None]
 # Writing failed for want of space or permission: the user's to fix, not a bug.
@@ -50,7 +50,7 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 class PrepareConfig:
     """Everything `prepare` needs; the CLI builds it from its arguments."""
 
-    # Paths, or s3:// / gs:// URIs (genre.storage); a CSV source is a local file.
+    # Paths, or s3:// / gs:// URIs (data_pipeline.storage); a CSV source is a local file.
     source: str | Path
     out: str | Path
     features: FeatureConfig = field(default_factory=FeatureConfig)

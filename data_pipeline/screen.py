@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from data_pipeline.audio import AudioDecodeError, NotAudioError, is_audio_path, probe_audio
 from data_pipeline.discover import Discovery, Reject, Track
 from data_pipeline.errors import UserInputError
-from genre.storage import redact
+from data_pipeline.storage import redact
 
 # Reading headers waits on the disk (NFS, an object store), not the CPU: threads, more than cores.
 PROBE_THREADS = 16

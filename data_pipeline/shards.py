@@ -1,6 +1,6 @@
 """The Parquet shard format: one row per segment, a float16 log-mel tensor per row.
 
-A dataset is a folder or an s3:// / gs:// prefix (genre.storage): shards are read and written
+A dataset is a folder or an s3:// / gs:// prefix (data_pipeline.storage): shards are read and written
 through its pyarrow filesystem, opened in each process from the location's text.
 """
 
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import check_manifest_unchanged, read_manifest, shard_path
-from genre.storage import Storage, first_line, open_storage, redact
+from data_pipeline.storage import Storage, first_line, open_storage, redact
 
 # Column order of every shard; `mel` is Arrow's canonical fixed-shape tensor [n_mels, frames].
 COLUMNS = ("track_id", "segment", "label", "genre", "split", "mel")

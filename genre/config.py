@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genre.augment import Augment, bundle
+from genre.train.augment import Augment, bundle
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PRETRAINED_MODES = ("auto", "yes", "no")
@@ -35,7 +35,7 @@ class TrainConfig:
     train_in_memory_mib: int = 2048
     # Rows held for shuffling a streamed train split; a fresh order every epoch.
     shuffle_buffer: int = 2048
-    # Augmenting the training batches (genre.augment): a named bundle ("study": none, as the study
+    # Augmenting the training batches (genre.train.augment): a named bundle ("study": none, as the study
     # trained), each of whose values the options below override when set.
     augment: str = "study"
     freq_mask: int | None = None  # the widest frequency mask, mel bands
@@ -103,7 +103,7 @@ class TrialConfig:
     seed: int
     train_in_memory_mib: int
     shuffle_buffer: int
-    # What the trial does to its training batches (genre.augment.Augment.to_dict()); empty: nothing.
+    # What the trial does to its training batches (genre.train.augment.Augment.to_dict()); empty: nothing.
     augment: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Windows per grid slot of the dataset's train tracks (prepare --train-hop); 1: the grid alone.
     train_offsets: int = 1
@@ -115,7 +115,7 @@ class TrialConfig:
     # folder itself): its best checkpoint and attempt count.
     folder: str = ""
     torch_threads: int = 1
-    # Hidden, for fault-injection tests: a genre.faults spec (KIND@EPOCH:STEP[:PATH]) or "".
+    # Hidden, for fault-injection tests: a genre.train.faults spec (KIND@EPOCH:STEP[:PATH]) or "".
     fault: str = ""
 
     @classmethod

@@ -10,11 +10,11 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.ray_connect import connect_ray
+from data_pipeline.storage import open_storage
 from genre.config import DemoConfig, TrainConfig
 from genre.models import model_names
-from genre.storage import open_storage
-from genre.sweep import SweepConfig, SweepResult, run_sweep
-from genre.sweep_lock import LOCK_NAME, holding_lock
+from genre.sweep.driver import SweepConfig, SweepResult, run_sweep
+from genre.sweep.lock import LOCK_NAME, holding_lock
 from genre.synth import SynthConfig, synthesize_collection
 
 Progress = Callable[[str], None]

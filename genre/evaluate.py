@@ -20,9 +20,9 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest_and_hash
 from data_pipeline.shards import check_shards, read_mels, read_split
-from genre.checkpoints import LoadedModel
-from genre.metrics import level_metrics, track_probabilities
-from genre.storage import redact
+from data_pipeline.storage import redact
+from genre.train.checkpoints import LoadedModel
+from genre.train.metrics import level_metrics, track_probabilities
 
 
 @dataclass
@@ -178,7 +178,7 @@ def render_evaluation(evaluation: Evaluation) -> str:
 
 
 def _plot_confusion(confusion: dict[str, pd.DataFrame], model: str, split: str, path: Path) -> None:
-    from genre.plots import plt
+    from genre.sweep.plots import plt
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (level, frame) in zip(axes, confusion.items(), strict=True):

@@ -19,7 +19,7 @@ import torch
 
 from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono, low_rate_note
 from data_pipeline.features import LogMelExtractor
-from genre.checkpoints import LoadedModel
+from genre.train.checkpoints import LoadedModel
 
 TOP_K = 3
 # Decoding threads: a few keep a GPU fed; more would only take cores from the CPU model.

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.storage import Storage, is_uri, open_storage, public_location, redact
 from genre.config import BEST_BY
-from genre.storage import Storage, is_uri, open_storage, public_location, redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +102,7 @@ class RunFolder:
             "csv": self.out / "results.csv",
             "markdown": self.out / "results.md",
             "history": self.out / "history.parquet",
-            # Per model, the test scores' mean and 95% interval over folds and seeds (genre.summary).
+            # Per model, the test scores' mean and 95% interval over folds and seeds (genre.sweep.summary).
             "summary": self.out / "summary.csv",
         }
 
@@ -132,7 +132,7 @@ class RunFolder:
 
     def _run_storage(self) -> str:
         """The run storage that OUT's sweep.yaml names (--storage), else OUT."""
-        from genre.sweep_record import read_sweep_record  # here: that module imports this one
+        from genre.sweep.record import read_sweep_record  # here: that module imports this one
 
         record = read_sweep_record(self.out)
         return record.storage if record is not None else str(self.out)

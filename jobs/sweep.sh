@@ -5,4 +5,4 @@
 # Any further arguments go to `genre sweep` (e.g. --gpus-per-trial 0.5 --epochs 15).
 set -euo pipefail
 data="$1"; out="$2"; shift 2
-exec python -m genre.cli sweep "$data" "$out" --address auto "$@"
+exec python -m genre sweep "$data" "$out" --address auto "$@"

@@ -13,7 +13,7 @@ import ray
 from data_pipeline.features import FeatureConfig
 from data_pipeline.prepare import PrepareConfig, PrepareResult, prepare
 from genre.config import TrainConfig
-from genre.sweep import SweepConfig, run_sweep
+from genre.sweep.driver import SweepConfig, run_sweep
 from tests.audio_factory import make_collection
 from tests.ray_nodes import ListeningSampler
 

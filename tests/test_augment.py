@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.nn import functional
 
-from genre import augment as augment_module
-from genre.augment import BUNDLES, Augment, Augmenter, bundle
+from genre.train import augment as augment_module
+from genre.train.augment import BUNDLES, Augment, Augmenter, bundle
 
 CLASSES, MELS, FRAMES, FLOOR = 10, 128, 130, -80.0
 
@@ -279,5 +279,5 @@ def test_an_unknown_bundle_lists_the_known_ones():
 
 
 def test_the_options_load_without_torch_as_the_command_line_builds_them():
-    code = "import sys, genre.augment; sys.exit('torch' in sys.modules)"
+    code = "import sys, genre.train.augment; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -42,15 +42,15 @@ from data_pipeline.shards import (
     write_shard,
     written_shards,
 )
-from genre.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from genre.cli import EXIT_USER_ERROR, main
 from genre.config import TrainConfig
-from genre.datasets import StreamedSplit, read_windows, read_windows_by_shard
 from genre.models import create_model
-from genre.results import TABLE_COLUMNS
 from genre.run_folder import RunFolder
-from genre.sweep import SweepConfig, run_sweep
-from genre.sweep_record import SweepRecord, read_sweep_record, write_sweep_record
+from genre.sweep.driver import SweepConfig, run_sweep
+from genre.sweep.record import SweepRecord, read_sweep_record, write_sweep_record
+from genre.sweep.results import TABLE_COLUMNS
+from genre.train.batches import StreamedSplit, read_windows, read_windows_by_shard
+from genre.train.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tests.audio_factory import make_clip
 from tests.conftest import sweep
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data_pipeline.errors import UserInputError
-from genre.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+from genre.train.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 
 
 class _RunsCode:

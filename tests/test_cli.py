@@ -14,7 +14,7 @@ from tests.audio_factory import make_clip, make_collection
 
 def run_genre(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "genre.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "genre", *args], capture_output=True, text=True, timeout=120
     )
 
 

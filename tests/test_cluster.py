@@ -98,7 +98,7 @@ def test_a_cluster_address_where_nothing_answers_fails_at_once_with_one_line(
     env = ray_environment(**({"RAY_ADDRESS": dead} if how == "RAY_ADDRESS" else {}))
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "genre.cli", command, str(source), str(tmp_path / "out"), *options],
+        [sys.executable, "-m", "genre", command, str(source), str(tmp_path / "out"), *options],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert time.monotonic() - started < 30
@@ -121,7 +121,7 @@ def test_a_driver_joins_a_loopback_head_from_a_shell_without_rays_single_node_mo
     command = [
         sys.executable,
         "-m",
-        "genre.cli",
+        "genre",
         "prepare",
         str(tiny_audio),
         str(out),
@@ -205,7 +205,7 @@ def two_nodes_one_blind(tmp_path_factory):
 
 
 def cluster_sweep(cluster, data, out) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "genre.cli", "sweep", str(data), str(out), "--address", cluster.address,
+    command = [sys.executable, "-m", "genre", "sweep", str(data), str(out), "--address", cluster.address,
                "--models", "cnn3", "--epochs", "1", "--pretrained", "no"]  # fmt: skip
     return subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600)
 
@@ -240,7 +240,7 @@ def test_a_sweep_on_a_head_without_cpus_waits_for_a_node_and_then_runs(tiny_data
     sweep = None
     try:
         subprocess.run(head, env=env, capture_output=True, check=True, timeout=180)
-        command = [sys.executable, "-m", "genre.cli", "sweep", str(tiny_dataset), str(out), "--address", gcs,
+        command = [sys.executable, "-m", "genre", "sweep", str(tiny_dataset), str(out), "--address", gcs,
                    "--models", "cnn3", "--epochs", "1", "--pretrained", "no"]  # fmt: skip
         sweep = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

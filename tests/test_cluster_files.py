@@ -327,5 +327,5 @@ def test_the_job_entrypoint_hands_on_the_sweeps_exit_code(tmp_path):
     run = subprocess.run(["bash", str(REPO / "jobs" / "sweep.sh"), "data", "out", "--epochs", "3"], env=env)
     assert run.returncode == EXIT_SOME_TRIALS_FAILED
     assert (tmp_path / "args").read_text().split() == [
-        "-m", "genre.cli", "sweep", "data", "out", "--address", "auto", "--epochs", "3"
+        "-m", "genre", "sweep", "data", "out", "--address", "auto", "--epochs", "3"
     ]  # fmt: skip

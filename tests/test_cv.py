@@ -12,7 +12,7 @@ from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.shards import read_split
 from data_pipeline.split import fold_name
 from genre.config import TrainConfig
-from genre.sweep import SweepConfig, run_sweep
+from genre.sweep.driver import SweepConfig, run_sweep
 from tests.conftest import FOLDS, quiet
 
 
@@ -92,8 +92,8 @@ def test_evaluate_on_a_folded_dataset_takes_a_fold_and_refuses_a_split_it_lacks(
 
 
 def test_predict_and_evaluate_choose_the_model_by_its_mean_validation_score_over_folds(tmp_path):
-    from genre.results import TABLE_COLUMNS
     from genre.run_folder import RunFolder
+    from genre.sweep.results import TABLE_COLUMNS
 
     rows = [
         {"model": model, "status": "completed", "fold": fold, "val_segment_accuracy": value,

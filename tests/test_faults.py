@@ -17,10 +17,10 @@ import pytest
 
 from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.manifest import is_dataset
-from genre.checkpoints import load_checkpoint
 from genre.cli import EXIT_SOME_TRIALS_FAILED, main
-from genre.results import TABLE_COLUMNS
-from genre.sweep_record import read_sweep_record
+from genre.sweep.record import read_sweep_record
+from genre.sweep.results import TABLE_COLUMNS
+from genre.train.checkpoints import load_checkpoint
 from tests.ray_nodes import (
     LOOPBACK,
     ListeningSampler,
@@ -30,7 +30,7 @@ from tests.ray_nodes import (
     short_temp_dir,
 )
 
-GENRE = [sys.executable, "-m", "genre.cli"]
+GENRE = [sys.executable, "-m", "genre"]
 
 
 def wait_for_file(path: Path, seconds: float = 300) -> int:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from genre.amp import grad_scaler
 from genre.config import BEST_BY
-from genre.faults import Fault, InjectedFailure
-from genre.fit import Training, TrialState, fit, score, seed_everything
-from genre.windows import Windows
+from genre.train.amp import grad_scaler
+from genre.train.faults import Fault, InjectedFailure
+from genre.train.fit import Training, TrialState, fit, score, seed_everything
+from genre.train.windows import Windows
 
 CLASSES, MELS, FRAMES = 3, 4, 5
 
@@ -210,7 +210,7 @@ def test_the_training_loop_imports_no_ray():
     import ast
     import importlib.util
 
-    seen, pending = set(), ["genre.fit"]
+    seen, pending = set(), ["genre.train.fit"]
     while pending:
         name = pending.pop()
         if name in seen:
@@ -225,11 +225,11 @@ def test_the_training_loop_imports_no_ray():
                 assert imported.split(".")[0] != "ray", f"{name} imports {imported}"
                 if imported.split(".")[0] in ("genre", "data_pipeline"):
                     pending.append(imported)
-    assert {"genre.fit", "genre.windows", "genre.metrics", "genre.inference"} <= seen
+    assert {"genre.train.fit", "genre.train.windows", "genre.train.metrics", "genre.train.forward"} <= seen
 
 
 def test_augmentation_changes_the_training_batches_only_and_repeats_with_the_seed():
-    from genre.augment import Augment, Augmenter
+    from genre.train.augment import Augment, Augmenter
 
     data = windows()
     # Masks of up to 2 of the 4 bands and 3 of the 5 frames, and mixup: every augmented batch differs.

@@ -27,9 +27,9 @@ from data_pipeline.features import FeatureConfig
 from data_pipeline.prepare import PrepareConfig, PrepareResult, prepare
 from data_pipeline.screen import screen
 from genre.evaluate import evaluate
-from genre.sweep_config import SweepConfig
-from genre.sweep_file import MAX_FILE_BYTES, read_options_file
-from genre.sweep_record import SWEEP_FILE, read_sweep_record
+from genre.sweep.options import SweepConfig
+from genre.sweep.options_file import MAX_FILE_BYTES, read_options_file
+from genre.sweep.record import SWEEP_FILE, read_sweep_record
 from tests.audio_factory import make_clip
 from tests.test_refusals import one_line_error
 

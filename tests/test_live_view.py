@@ -2,8 +2,8 @@
 
 from types import SimpleNamespace
 
-from genre import live_view
-from genre.live_view import LiveView
+from genre.sweep import live_view
+from genre.sweep.live_view import LiveView
 
 
 def trial(status: str = "RUNNING") -> SimpleNamespace:

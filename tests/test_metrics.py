@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genre.metrics import classification_metrics, split_metrics, track_probabilities
+from genre.train.metrics import classification_metrics, split_metrics, track_probabilities
 
 
 def test_precision_and_recall_are_macro_averaged_over_classes():
@@ -36,7 +36,7 @@ def test_split_metrics_name_every_level_and_measure():
 def test_models_with_several_trials_are_told_apart_in_the_tables():
     import pandas as pd
 
-    from genre.results_text import row_labels
+    from genre.sweep.results_text import row_labels
 
     table = pd.DataFrame({"model": ["cnn3", "cnn4", "cnn4"], "trial_id": ["a_0", "a_1", "a_2"]})
     assert row_labels(table) == ["cnn3", "cnn4 (a_1)", "cnn4 (a_2)"]

@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from genre import node_types as node_types_module
-from genre.node_types import kuberay_autoscaling_config, node_types_from_config, scalable_node_types
-from genre.resources import ClusterGrowth, NodeType
+from genre.sweep.autoscaler import kuberay_autoscaling_config, node_types_from_config, scalable_node_types
+from genre.sweep import autoscaler as node_types_module
+from genre.sweep.plan import ClusterGrowth, NodeType
 from tests.ray_nodes import REPO
 
 

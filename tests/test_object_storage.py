@@ -25,10 +25,10 @@ from data_pipeline.manifest import read_manifest
 from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.shards import read_split
 from data_pipeline.split import SPLITS
+from data_pipeline.storage import join_location, open_storage, public_location
 from genre.cli import main
 from genre.evaluate import evaluate
-from genre.storage import join_location, open_storage, public_location
-from genre.sweep_record import read_sweep_record
+from genre.sweep.record import read_sweep_record
 from tests.s3_server import CREDENTIALS, bucket, s3_endpoint_fixture  # noqa: F401 (s3_endpoint)
 
 # As conftest's tiny_dataset: 64 bands, 1.5 s segments.

@@ -11,9 +11,9 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.shards import read_mels, read_split
 from genre.cli import main
 from genre.evaluate import evaluate
-from genre.inference import resolve_device, segment_probabilities, window_batch
 from genre.predict import Predictor
 from genre.run_folder import RunFolder
+from genre.train.forward import resolve_device, segment_probabilities, window_batch
 from tests.audio_factory import make_clip
 
 

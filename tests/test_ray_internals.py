@@ -61,7 +61,7 @@ def test_a_missing_private_module_is_said_the_same_way_and_not_worked_around():
 
 
 def test_kuberay_node_types_stop_on_a_moved_ray_module_instead_of_reading_as_unknown(monkeypatch, tmp_path):
-    from genre import node_types
+    from genre.sweep import autoscaler as node_types
 
     (tmp_path / "token").write_text("t")
     (tmp_path / "namespace").write_text("default")

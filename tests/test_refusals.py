@@ -19,8 +19,8 @@ from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
 from data_pipeline.prepare import PrepareConfig, prepare
 from genre.cli import EXIT_USER_ERROR, main
-from genre.sweep import SweepConfig
-from genre.sweep_record import SWEEP_FILE, SweepRecord, write_sweep_record
+from genre.sweep.driver import SweepConfig
+from genre.sweep.record import SWEEP_FILE, SweepRecord, write_sweep_record
 from tests.audio_factory import make_clip, make_collection
 
 

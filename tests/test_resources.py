@@ -3,8 +3,8 @@
 import pytest
 
 from data_pipeline.errors import UserInputError
-from genre.gpu_sharing import MPS_PIPE_VARIABLE, sharing_note
-from genre.resources import DATA_CPUS, DRIVER_CPUS, ClusterGrowth, NodeType, plan_cluster, plan_resources
+from genre.sweep.gpu_sharing import MPS_PIPE_VARIABLE, sharing_note
+from genre.sweep.plan import DATA_CPUS, DRIVER_CPUS, ClusterGrowth, NodeType, plan_cluster, plan_resources
 
 
 def test_six_trials_share_two_cores_and_leave_one_for_ray_data():

@@ -1,5 +1,5 @@
 """A trial resumed from its checkpoint repeats the uninterrupted run exactly, and a loss that stops
-being a number ends the trial; without Ray, in seconds (genre.fit, as genre.worker drives it)."""
+being a number ends the trial; without Ray, in seconds (genre.train.fit, as genre.train.worker drives it)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from genre.augment import Augment, Augmenter
-from genre.fit import TrialState, checkpoint_payload, fit, restore_payload, score
-from genre.results import failure_line
+from genre.sweep.results import failure_line
+from genre.train.augment import Augment, Augmenter
+from genre.train.fit import TrialState, checkpoint_payload, fit, restore_payload, score
 from tests.test_fit import CLASSES, training, windows
 
 SEED = 11
@@ -25,7 +25,7 @@ class Interrupted(Exception):
 
 
 def worker_run(data, epochs: int, *, stop_after: int | None = None, checkpoint: Path | None = None):
-    """What genre.worker does: seed, build the model, restore the checkpoint if there is one, fit."""
+    """What genre.train.worker does: seed, build the model, restore the checkpoint if there is one, fit."""
     trainer = training(seed=SEED, dropout=0.3)  # seed_everything(seed + rank), then the model
     state, best = TrialState(), None
     if checkpoint is not None and checkpoint.exists():

@@ -18,9 +18,9 @@ import ray
 import yaml
 
 from data_pipeline.errors import UserInputError
+from data_pipeline.storage import first_line, open_storage, public_location, redact
 from genre.cli import main
 from genre.run_folder import RunStorage
-from genre.storage import first_line, open_storage, public_location, redact
 from tests.s3_server import bucket, s3_endpoint_fixture  # noqa: F401 (s3_endpoint)
 
 # Distinct from tests.s3_server's CREDENTIALS, so that a hit here is this module's.

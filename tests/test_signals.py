@@ -22,7 +22,7 @@ import pytest
 from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.ray_sessions import LATEST_LINK, OWN_MARK, Session, prune_sessions, sessions_to_remove
 from genre.cli import EXIT_CLUSTER_LOST, EXIT_INTERRUPTED, EXIT_USER_ERROR, main
-from genre.sweep import TUNE_EXPERIMENT_STATE
+from genre.sweep.driver import TUNE_EXPERIMENT_STATE
 from tests.ray_nodes import RAY_CLI, free_port, kill_nodes, node_ports, ray_environment, short_temp_dir
 
 GENRE = [sys.executable, "-m", "genre"]

@@ -9,13 +9,13 @@ import pyarrow.fs as pafs
 import pytest
 
 from data_pipeline.errors import UserInputError
-from genre.checkpoints import load_checkpoint
+from data_pipeline.storage import open_storage
 from genre.cli import main
 from genre.config import TrainConfig
 from genre.evaluate import evaluate
 from genre.run_folder import RunFolder
-from genre.storage import open_storage
-from genre.sweep import SweepConfig, run_sweep
+from genre.sweep.driver import SweepConfig, run_sweep
+from genre.train.checkpoints import load_checkpoint
 from tests.conftest import quiet
 from tests.s3_server import CREDENTIALS, bucket, s3_endpoint_fixture  # noqa: F401 (s3_endpoint)
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from genre.cli import EXIT_USER_ERROR, main
-from genre.storage_faults import failure_line, refused_write
-from genre.whole_files import PARTIAL_PREFIX, whole_file_filesystem
+from genre.run_storage.whole_files import PARTIAL_PREFIX, whole_file_filesystem
+from genre.sweep.storage_faults import failure_line, refused_write
 from tests.ray_nodes import free_port, ray_environment
 from tests.test_faults import GENRE, hide
 
@@ -31,7 +31,7 @@ def test_a_write_the_disk_refuses_leaves_the_last_complete_file_and_no_partial_o
         import os, resource, signal
         from pathlib import Path
         import pyarrow.fs as pafs
-        from genre.whole_files import whole_file_filesystem
+        from genre.run_storage.whole_files import whole_file_filesystem
 
         folder = Path({str(tmp_path)!r})
         (folder / "upload").mkdir()

@@ -14,7 +14,7 @@ from data_pipeline.features import FeatureConfig
 from data_pipeline.manifest import read_manifest
 from data_pipeline.prepare import PrepareConfig, prepare
 from data_pipeline.shards import read_split, shard_files
-from genre.datasets import StreamedSplit, deal_shards
+from genre.train.batches import StreamedSplit, deal_shards
 from tests.audio_factory import make_collection
 from tests.conftest import quiet
 
@@ -134,9 +134,9 @@ def test_a_streamed_split_with_fewer_shard_files_than_workers_is_refused_before_
 
 
 def test_a_split_scored_a_shard_at_a_time_scores_as_when_held_whole(many_genres):
-    from genre.datasets import read_windows, read_windows_by_shard
-    from genre.fit import score, score_parts
     from genre.models import create_model
+    from genre.train.batches import read_windows, read_windows_by_shard
+    from genre.train.fit import score, score_parts
 
     torch.manual_seed(0)
     model = create_model("cnn3", num_classes=GENRES)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from genre.summary import (
+from genre.sweep.summary import (
     NO_FOLD,
     compare_pairs,
     cv_test_train_ratio,

@@ -15,12 +15,12 @@ import torch
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.shards import read_mels, read_split
-from genre.checkpoints import load_checkpoint, model_from_checkpoint
 from genre.config import TrainConfig
-from genre.inference import segment_probabilities
-from genre.metric_names import metric_columns
-from genre.metrics import split_metrics
-from genre.sweep import SweepConfig, run_sweep
+from genre.reports import metric_columns
+from genre.sweep.driver import SweepConfig, run_sweep
+from genre.train.checkpoints import load_checkpoint, model_from_checkpoint
+from genre.train.forward import segment_probabilities
+from genre.train.metrics import split_metrics
 from tests.conftest import SIX, quiet, sweep
 from tests.ray_nodes import LOOPBACK
 

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from data_pipeline.errors import UserInputError
-from genre.sweep_config import SweepConfig
-from genre.sweep_file import read_options_file
-from genre.sweep_record import SWEEP_FILE, read_sweep_record
+from genre.sweep.options import SweepConfig
+from genre.sweep.options_file import read_options_file
+from genre.sweep.record import SWEEP_FILE, read_sweep_record
 from tests.test_refusals import one_line_error
 
 
@@ -94,7 +94,7 @@ def test_a_sweep_from_a_file_runs_with_the_command_lines_overrides_and_logs_to_m
 def test_a_tracker_whose_package_is_missing_is_refused_before_ray_starts(monkeypatch, tmp_path):
     import importlib.util
 
-    from genre import trackers
+    from genre.sweep import trackers
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -1,4 +1,4 @@
-"""One command at a time in a folder (genre.sweep_lock): a second sweep, `--resume` or demo into a busy
+"""One command at a time in a folder (genre.sweep.lock): a second sweep, `--resume` or demo into a busy
 OUT or run storage is refused in one line and touches nothing; a killed holder's lock is taken over.
 A refused start leaves nothing behind (no sweep.yaml, no folder); `prepare --overwrite` on an OUT that
 is a link replaces the dataset where the link leads."""
@@ -22,11 +22,11 @@ import pytest
 
 from data_pipeline.dataset_folder import StagingWriter
 from data_pipeline.errors import UserInputError
-from genre import sweep_lock
+from data_pipeline.storage import open_storage
 from genre.cli import EXIT_USER_ERROR, main
-from genre.storage import open_storage
-from genre.sweep_lock import LOCK_NAME, Holder, holding_lock, me
-from genre.sweep_record import SWEEP_FILE
+from genre.sweep import lock as sweep_lock
+from genre.sweep.lock import LOCK_NAME, Holder, holding_lock, me
+from genre.sweep.record import SWEEP_FILE
 from tests.ray_nodes import free_port, ray_environment
 from tests.s3_server import CREDENTIALS, bucket, s3_endpoint_fixture  # noqa: F401 (s3_endpoint)
 from tests.test_faults import GENRE, hide, in_own_mount
@@ -36,8 +36,8 @@ SWEEP = ["--models", "cnn3", "--epochs", "1", "--pretrained", "no", "--seed", "5
 HOLD = textwrap.dedent(
     """
     import sys
-    from genre.storage import open_storage
-    from genre.sweep_lock import holding_lock
+    from data_pipeline.storage import open_storage
+    from genre.sweep.lock import holding_lock
     with holding_lock(open_storage(sys.argv[1]), "OUT", sys.argv[2]):
         print("held", flush=True)
         sys.stdin.read()

@@ -6,7 +6,7 @@ import pytest
 
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
 from genre.models import get_spec
-from genre.results import failure_line, trial_dirname, trial_id_of
+from genre.sweep.results import failure_line, trial_dirname, trial_id_of
 
 DEFAULTS = ModelDefaults(lr=3e-4, dropout=0.3)
 
@@ -47,7 +47,7 @@ def test_a_failure_is_the_innermost_error_of_rays_wrappers_in_one_line():
     from ray.exceptions import RayTaskError
     from ray.train.v2.api.exceptions import WorkerGroupError
 
-    from genre.faults import InjectedFailure
+    from genre.train.faults import InjectedFailure
 
     worker = InjectedFailure("injected failure in cnn4 at epoch 0, step 0 (test hook)\nmore lines")
     group = WorkerGroupError("Training failed due to worker errors", {1: ValueError("rank 1"), 0: worker})

@@ -4,8 +4,9 @@ import torch
 
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import read_mels, read_split
-from genre.datasets import read_windows, shard_mib
-from genre.windows import Windows, buffered_batches
+from genre.sweep.plan import shard_mib
+from genre.train.batches import read_windows
+from genre.train.windows import Windows, buffered_batches
 
 
 def held(rows: int) -> Windows:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from data_pipeline.errors import UserInputError
-from genre.sweep_config import SWEEP_LEVEL, TRAIN_OPTIONS
+from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS
 
 # A sweep's options fit in a few lines; a bigger file is a mistake (or worse), refused before parsing.
 MAX_FILE_BYTES = 1_000_000

@@ -2,7 +2,7 @@
 checkpoint's model loaded to score windows (`genre predict` and `genre evaluate` share it).
 
 Saved with torch.save and loaded with `weights_only=True`: loading a checkpoint never runs code.
-A checkpoint lives at a path or at an s3:// / gs:// URI (genre.storage), wherever the sweep's run
+A checkpoint lives at a path or at an s3:// / gs:// URI (data_pipeline.storage), wherever the sweep's run
 storage is.
 """
 
@@ -20,11 +20,11 @@ from torch import nn
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.features import FeatureConfig
-from genre.amp import resolve_amp
+from data_pipeline.storage import Storage, open_storage, redact
 from genre.config import TrialConfig
-from genre.inference import resolve_device, segment_probabilities, window_batch
 from genre.models import create_model, get_spec
-from genre.storage import Storage, open_storage, redact
+from genre.train.amp import resolve_amp
+from genre.train.forward import resolve_device, segment_probabilities, window_batch
 
 CHECKPOINT_FORMAT = "genre-checkpoint"
 CHECKPOINT_VERSION = 1

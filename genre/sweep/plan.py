@@ -3,7 +3,7 @@
 A trial is a Tune driver (it only coordinates: a token CPU share) plus its Train workers. One whole
 CPU (DATA_CPUS) always stays unreserved. It was kept for Ray Data's read tasks (1 CPU each) of a
 streamed train split, which waited for ever without it; a worker now reads its share of a streamed
-split itself (genre.datasets.StreamedSplit), and the CPU stays as headroom for Ray's own processes
+split itself (genre.train.batches.StreamedSplit), and the CPU stays as headroom for Ray's own processes
 and for Ray Data jobs (`genre prepare`) on the same cluster.
 """
 
@@ -30,7 +30,7 @@ class ClusterTooSmall(UserInputError):
 
 @dataclass(frozen=True)
 class NodeType:
-    """A kind of node that a cluster's autoscaler can add (genre.node_types reads them)."""
+    """A kind of node that a cluster's autoscaler can add (genre.sweep.autoscaler reads them)."""
 
     name: str
     cpus: float
@@ -43,7 +43,7 @@ class NodeType:
 
 @dataclass(frozen=True)
 class ClusterGrowth:
-    """What a cluster reached by address may add (genre.node_types reads it), and where that was read.
+    """What a cluster reached by address may add (genre.sweep.autoscaler reads it), and where that was read.
 
     `node_types`: the worker types its autoscaler adds (`()`: it adds none). None: not known, and then
     `autoscaler` says why: False, none runs (nodes started by `ray start`: what the cluster has is what
@@ -347,3 +347,18 @@ def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, growth: Clu
         "for a node that holds it"
     )
     return replace(plan, max_concurrent=min(trials, request.get("max_concurrent") or trials), notes=(why,))
+
+
+# Bytes per float16 value on the wire and in memory; a label is an int64.
+MEL_BYTES, LABEL_BYTES = 2, 8
+
+
+def shard_mib(features: dict[str, Any], train_segments: int, world_size: int) -> float:
+    """The size of one worker's share of the train split, from the manifest's counts and shapes."""
+    per_segment = features["n_mels"] * features["frames"] * MEL_BYTES + LABEL_BYTES
+    return train_segments * per_segment / world_size / 2**20
+
+
+def held_in_memory(shard_size_mib: float, budget_mib: int) -> bool:
+    """Whether a worker's share of this size is read once into memory rather than streamed."""
+    return shard_size_mib <= budget_mib

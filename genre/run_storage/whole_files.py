@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from genre.delegating_filesystem import DelegatingHandler
+from genre.run_storage.delegating import DelegatingHandler
 
 PARTIAL_PREFIX = ".partial-"
 

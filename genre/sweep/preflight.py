@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
-from genre.storage import Storage, open_storage
+from data_pipeline.storage import Storage, open_storage
 
 # A first task on a fresh node may wait for its runtime environment (pip) to install.
 PROBE_TIMEOUT_S = 900.0

@@ -1,6 +1,6 @@
 """What runs in a Tune trial's actor: one Ray Train V2 run of one model and configuration.
 
-The driver (genre.sweep) hands each trial a frozen `TrialSetup`; the trial builds its trainer and
+The driver (genre.sweep.driver) hands each trial a frozen `TrialSetup`; the trial builds its trainer and
 hands its workers what to read. Light on purpose: the trial's actor and its Train controller import
 this module, and neither imports torch (seconds for each process, and a sweep starts two of them
 per trial beside its workers): one worker needs no torch backend; several get `TorchTrainer`.
@@ -21,11 +21,11 @@ from data_pipeline.ray_internals import (
     TRAIN_PREEMPTION_WATCHER_VARIABLE,
     data_parallel_trainer,
 )
+from data_pipeline.storage import Storage
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
-from genre.report_relay import QueueReports, relay_reports
 from genre.run_folder import RunStorage
-from genre.storage import Storage
-from genre.whole_files import whole_file_filesystem
+from genre.run_storage.whole_files import whole_file_filesystem
+from genre.trial.report_relay import QueueReports, relay_reports
 
 # Ray Train's controller collects one report per worker each time it polls (every 2 s by default),
 # and a worker's next report waits for the last to be collected: an epoch shorter than the poll
@@ -64,7 +64,7 @@ class TrialSetup:
     # "yes" or "no" for pretrained weights, decided by the driver where the user sees why.
     defaults: dict[str, ModelDefaults]
     pretrained: dict[str, str]
-    # Hidden, for fault-injection tests: {model: genre.faults spec}.
+    # Hidden, for fault-injection tests: {model: genre.train.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
     # K of a cross-validation sweep (--cv on a dataset prepared with --folds K); 0 otherwise.
     folds: int = 0
@@ -153,10 +153,10 @@ def _data_parallel(num_workers: int) -> tuple[type[DataParallelTrainer], dict[st
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point of every Ray Train worker of a trial (see genre.worker)."""
+    """Entry point of every Ray Train worker of a trial (see genre.train.worker)."""
     # Imported here, in the worker: the trial and controller processes that unpickle this function
     # need none of the training loop's modules.
-    from genre.worker import run_worker
+    from genre.train.worker import run_worker
 
     run_worker(loop_config)
 
@@ -165,16 +165,16 @@ def ray_storage(storage: Storage) -> dict[str, Any]:
     """Ray Tune's RunConfig storage arguments (Tune.restore takes the same filesystem).
 
     Tune pickles its filesystem into files (tuner.pkl, the experiment state in the storage): one that
-    holds credentials is handed over held in Ray's object store (genre.held_filesystem)."""
+    holds credentials is handed over held in Ray's object store (genre.run_storage.held)."""
     filesystem = ray_filesystem(storage)
     if filesystem is not None and storage.holds_credentials:
-        from genre.held_filesystem import held_filesystem
+        from genre.run_storage.held import held_filesystem
 
         filesystem = held_filesystem(storage)
     return {"storage_path": storage.path, "storage_filesystem": filesystem}
 
 
 def ray_filesystem(storage: Storage) -> pafs.FileSystem:
-    """A local path's, where every file Ray writes is whole or absent (genre.whole_files); a URI's
+    """A local path's, where every file Ray writes is whole or absent (genre.run_storage.whole_files); a URI's
     comes with its options (endpoint, region)."""
     return whole_file_filesystem() if storage.is_local else storage.filesystem

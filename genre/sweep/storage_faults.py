@@ -4,7 +4,8 @@ Each ends the command in one line naming the folder and what to do, where Ray pr
 failed sync, per failed trial and for its own end (112 to 230 lines). While Tune runs, a failed write
 is seen in Ray's own log records (a trial's error, a failed sync of Tune's state) and stops the sweep
 at the next step of Tune's loop, as Ctrl-C does, so nothing more is written to a folder that refuses
-writes and every trial is left to `--resume` from its last complete checkpoint (genre.whole_files).
+writes and every trial is left to `--resume` from its last complete checkpoint
+(genre.run_storage.whole_files).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING
 from ray import tune
 
 from data_pipeline.errors import UserInputError
-from genre.storage import Storage, first_line, is_uri, open_storage
+from data_pipeline.storage import Storage, first_line, is_uri, open_storage
 
 if TYPE_CHECKING:
-    from genre.sweep_config import SweepConfig
+    from genre.sweep.options import SweepConfig
 
 # What each refusal means for the user.
 FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -173,7 +174,7 @@ def check_storage_answers(config: SweepConfig) -> None:
     on --resume, the one the sweep in OUT records unless --storage is given again."""
     location = config.storage
     if location is None and config.resume:
-        from genre.sweep_record import read_sweep_record
+        from genre.sweep.record import read_sweep_record
 
         record = read_sweep_record(config.out)
         location = record.storage if record else None

@@ -1,5 +1,5 @@
 """Log-mel windows held in memory, and the order an epoch visits them in. Only torch: a trial's
-actor imports this (through genre.datasets) and must start quickly."""
+actor imports this (through genre.train.batches) and must start quickly."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def buffered_batches(
 
     tf.data's shuffle buffer, a chunk at a time (a chunk's rows take distinct slots). Written here
     because Ray Data's local shuffle buffer needs a Ray Dataset, whose reads are Ray tasks
-    (genre.datasets.StreamedSplit says why a worker reads its share itself).
+    (genre.train.batches.StreamedSplit says why a worker reads its share itself).
     """
     generator = torch.Generator().manual_seed(seed)
     pool_mels: torch.Tensor | None = None

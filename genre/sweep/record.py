@@ -1,6 +1,6 @@
 """The sweep's record in OUT (`sweep.yaml`): its run storage, its dataset and the options it runs with.
 
-The file is a `--config` file too (genre.sweep_file): `genre sweep --config OUT/sweep.yaml` starts
+The file is a `--config` file too (genre.sweep.options_file): `genre sweep --config OUT/sweep.yaml` starts
 the same sweep elsewhere. `--resume` reads it, so a resumed sweep continues exactly the sweep that
 was started, whatever the defaults of the command that resumes it; an option given again with another
 value is refused by name, except those that only say how robustly or on what resources the trials run.
@@ -19,10 +19,10 @@ import yaml
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.manifest import manifest_hash
-from genre import sweep_file
+from data_pipeline.storage import first_line, is_uri, open_storage, public_location, redact
 from genre.run_folder import RunStorage
-from genre.storage import first_line, is_uri, open_storage, public_location, redact
-from genre.sweep_config import SweepConfig
+from genre.sweep import options_file as sweep_file
+from genre.sweep.options import SweepConfig
 
 SWEEP_FILE = "sweep.yaml"
 # Where genre before the YAML record kept it; still read, so older sweeps resume.
@@ -89,7 +89,7 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
     """The record of the sweep in OUT, after checking that `config` continues that very sweep."""
     from ray import tune
 
-    from genre.trial import ray_filesystem
+    from genre.trial.trainable import ray_filesystem
 
     record = read_sweep_record(out)
     if record is None:

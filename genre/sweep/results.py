@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from genre.augment import describe
-from genre.metric_names import metric_columns
 from genre.models import model_names
-from genre.results_text import results_markdown
+from genre.reports import metric_columns
 from genre.run_folder import RunFolder
+from genre.sweep.results_text import results_markdown
+from genre.train.augment import describe
 
 if TYPE_CHECKING:
     from ray.tune import Result
 
-    from genre.trial import TrialSetup
+    from genre.trial.trainable import TrialSetup
 
 TABLE_COLUMNS = [
     "model",
@@ -109,7 +109,7 @@ def collect(
             "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
             "seed": trial.seed,
             "fold": trial.fold,
-            "augment": describe(trial.augment),  # -1 outside a cross-validation (genre.summary.NO_FOLD)
+            "augment": describe(trial.augment),  # -1 outside a cross-validation (genre.sweep.summary.NO_FOLD)
             "lr": trial.lr,
             "batch_size": trial.batch_size,
             "dropout": trial.dropout,

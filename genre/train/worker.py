@@ -1,6 +1,6 @@
-"""What every Ray Train worker of a trial runs: genre.fit's loop, with Ray at its edges only.
+"""What every Ray Train worker of a trial runs: genre.train.fit's loop, with Ray at its edges only.
 
-Ray gives the worker its device, its data (genre.datasets), its last checkpoint and where to report;
+Ray gives the worker its device, its data (genre.train.batches), its last checkpoint and where to report;
 everything between is plain PyTorch. Reads top to bottom: build, restore, read, fit, then score
 the best epoch's weights on train, val and test.
 """
@@ -17,13 +17,15 @@ import ray.train.torch
 import torch
 
 from data_pipeline.ray_connect import quiet_ray_data_logs
-from genre.amp import grad_scaler, resolve_amp
-from genre.augment import Augment, Augmenter
-from genre.checkpoints import save_best
 from genre.config import TrialConfig
-from genre.datasets import TEST, TRAIN, VAL, TrainBatches, read_windows, read_windows_by_shard
-from genre.faults import Fault
-from genre.fit import (
+from genre.models import count_parameters, create_model, get_spec, resolve_weights
+from genre.run_folder import TrialFolder
+from genre.train.amp import grad_scaler, resolve_amp
+from genre.train.augment import Augment, Augmenter
+from genre.train.batches import TEST, TRAIN, VAL, TrainBatches, read_windows, read_windows_by_shard
+from genre.train.checkpoints import save_best
+from genre.train.faults import Fault
+from genre.train.fit import (
     Report,
     Training,
     TrialState,
@@ -35,14 +37,12 @@ from genre.fit import (
     score_parts,
     seed_everything,
 )
-from genre.models import count_parameters, create_model, get_spec, resolve_weights
-from genre.run_folder import TrialFolder
 
 STATE_FILE = "state.pt"
 
 
 def run_worker(loop_config: dict[str, Any]) -> None:
-    """Train one trial's model on this worker (entered through genre.trial.train_worker)."""
+    """Train one trial's model on this worker (entered through genre.trial.trainable.train_worker)."""
     quiet_ray_data_logs()
     config = TrialConfig.from_dict(loop_config["trial"])
     features, labels = loop_config["features"], loop_config["labels"]

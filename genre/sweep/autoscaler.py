@@ -19,7 +19,7 @@ from typing import Any
 
 from data_pipeline import ray_internals
 from data_pipeline.ray_internals import RayInternalMissing
-from genre.resources import ClusterGrowth, NodeType
+from genre.sweep.plan import ClusterGrowth, NodeType
 
 LAUNCHER_CONFIG = Path("~/ray_bootstrap_config.yaml")
 KUBERAY_CLUSTER_VARIABLE = "RAY_CLUSTER_NAME"

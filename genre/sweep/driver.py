@@ -1,7 +1,7 @@
 """`genre sweep`, the driver: check, fit the trials to the cluster, run them with Tune, write results.
 
-Each trial (genre.trial) builds a Ray Train V2 `TorchTrainer` named from its trial id (so a
-relaunch resumes it); each worker (genre.worker) runs genre.fit's loop. Results land in one table.
+Each trial (genre.trial.trainable) builds a Ray Train V2 `TorchTrainer` named from its trial id (so a
+relaunch resumes it); each worker (genre.train.worker) runs genre.train.fit's loop. Results land in one table.
 """
 
 from __future__ import annotations
@@ -28,25 +28,31 @@ from data_pipeline.manifest import DatasetChanged, read_manifest_and_hash
 from data_pipeline.ray_connect import connect_ray
 from data_pipeline.shards import MIXED_SHARDS, check_shards
 from data_pipeline.split import cv_splits
+from data_pipeline.storage import Storage, open_storage
 from genre.config import BEST_BY
-from genre.datasets import held_in_memory, shard_mib
-from genre.gpu_sharing import sharing_note
-from genre.live_view import LiveView
 from genre.models import get_spec, resolve_weights
-from genre.node_types import scalable_node_types
-from genre.plots import write_plots
-from genre.resources import DRIVER_CPUS, ResourcePlan, plan_cluster, plan_resources
-from genre.results import collect, trial_dirname, write_results
-from genre.results_text import render_table
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
-from genre.shared_paths import check_shared
-from genre.storage import Storage, open_storage
-from genre.storage_faults import StopOnRefusedWrites, check_storage_answers, watch_storage, writing_into
-from genre.sweep_config import SweepConfig, dataset_folds, dataset_train_offsets
-from genre.sweep_lock import holding_lock
-from genre.sweep_record import new_record, resumed_record, write_sweep_record
-from genre.trackers import tracker_callbacks
-from genre.trial import TrialSetup, genre_trial, ray_storage
+from genre.sweep.autoscaler import scalable_node_types
+from genre.sweep.gpu_sharing import sharing_note
+from genre.sweep.live_view import LiveView
+from genre.sweep.lock import holding_lock
+from genre.sweep.options import SweepConfig, dataset_folds, dataset_train_offsets
+from genre.sweep.plan import (
+    DRIVER_CPUS,
+    ResourcePlan,
+    held_in_memory,
+    plan_cluster,
+    plan_resources,
+    shard_mib,
+)
+from genre.sweep.plots import write_plots
+from genre.sweep.preflight import check_shared
+from genre.sweep.record import new_record, resumed_record, write_sweep_record
+from genre.sweep.results import collect, trial_dirname, write_results
+from genre.sweep.results_text import render_table
+from genre.sweep.storage_faults import StopOnRefusedWrites, check_storage_answers, watch_storage, writing_into
+from genre.sweep.trackers import tracker_callbacks
+from genre.trial.trainable import TrialSetup, genre_trial, ray_storage
 
 Progress = Callable[[str], None]
 EXPERIMENT_STATE_EVERY_S = 2
@@ -90,7 +96,7 @@ def run_sweep(config: SweepConfig, progress: Progress = print) -> SweepResult:
     check_shards(config.data, manifest)
     run = RunFolder(config.out.resolve())
     check_storage_answers(config)
-    # One command at a time in OUT (genre.sweep_lock); a refused start leaves OUT as it was.
+    # One command at a time in OUT (genre.sweep.lock); a refused start leaves OUT as it was.
     with contextlib.ExitStack() as locks:
         where = f"OUT {str(config.out)!r}"
         locks.enter_context(holding_lock(open_storage(run.out), where, _command(config), progress))
@@ -202,8 +208,8 @@ def _run_storage_name(config: SweepConfig, storage: RunStorage) -> str:
 
 
 def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
-    """The trials' resources, from what Ray has (genre.resources decides); a cluster reached by
-    address may also grow, with the nodes its autoscaler can add (genre.node_types reads them)."""
+    """The trials' resources, from what Ray has (genre.sweep.plan decides); a cluster reached by
+    address may also grow, with the nodes its autoscaler can add (genre.sweep.autoscaler reads them)."""
     resources = ray.cluster_resources()
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     request = dict(
@@ -268,7 +274,7 @@ def _write_summary(config: SweepConfig, manifest: dict[str, Any], table: pd.Data
     """summary.csv and plots/summary.png, and the section of results.md that goes with them (returned):
     each model's test scores over its folds and seeds, with 95% intervals, and the models compared in
     pairs on the same folds."""
-    from genre import summary
+    from genre.sweep import summary
 
     folds = dataset_folds(manifest) if config.cv else 0
     per_model = summary.summarize(table)

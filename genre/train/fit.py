@@ -3,7 +3,7 @@
 `fit` trains epoch after epoch from a `TrialState` (fresh, or restored from a checkpoint), scores
 each epoch with the `validate` it is given, keeps the best epoch's weights and hands every epoch to
 `report`. The caller decides where batches come from and where reports and checkpoints go: under
-Ray Train that is genre.worker; in the tests, plain tensors and lists.
+Ray Train that is genre.train.worker; in the tests, plain tensors and lists.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from genre.amp import autocast
-from genre.augment import Augmenter
 from genre.config import BEST_BY
-from genre.inference import as_model_input, segment_probabilities
-from genre.metrics import split_metrics
-from genre.windows import Batch, Windows
+from genre.train.amp import autocast
+from genre.train.augment import Augmenter
+from genre.train.forward import as_model_input, segment_probabilities
+from genre.train.metrics import split_metrics
+from genre.train.windows import Batch, Windows
 
 Scores = dict[str, float]
 Weights = dict[str, torch.Tensor]
@@ -135,7 +135,7 @@ def fit(
     `batches(epoch)` gives one epoch's batches; `validate(model)` scores it (an empty dict on
     workers that do not score); `report(metrics, state, best_weights)` is called after every epoch,
     with `state` already advanced: a checkpoint taken there resumes at the next epoch. `augmenter`
-    (genre.augment) changes the training batches only; validation and scoring never see it.
+    (genre.train.augment) changes the training batches only; validation and scoring never see it.
     With a `seed`, each epoch's global draws (dropout) come from (seed, rank, epoch) alone, so a run
     resumed at any epoch repeats the uninterrupted run exactly; None leaves the generators alone.
     """

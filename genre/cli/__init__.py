@@ -309,10 +309,10 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
     # Only light modules here: building the parser must not import torch or Ray Tune (seconds).
-    from genre.augment import BUNDLES as AUGMENT_BUNDLES
     from genre.config import AMP_MODES, PRETRAINED_MODES, TrainConfig
-    from genre.sweep_config import SCHEDULERS
-    from genre.sweep_record import SWEEP_FILE
+    from genre.sweep.options import SCHEDULERS
+    from genre.sweep.record import SWEEP_FILE
+    from genre.train.augment import BUNDLES as AUGMENT_BUNDLES
 
     # No option has a default here: an option left out is the sweep's own on --resume (from OUT's
     # sweep.yaml), else TrainConfig's or SweepConfig's default, which the help texts quote.
@@ -459,7 +459,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
 def _run_sweep(args: argparse.Namespace) -> int:
     from data_pipeline.loopback import requested_cluster
     from data_pipeline.ray_connect import check_answers
-    from genre.faults import parse_faults
+    from genre.train.faults import parse_faults
 
     if args.config is not None:
         args = _with_config_file(args)
@@ -468,8 +468,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     # A cluster that does not answer is told before the sweep's modules load (seconds of torch and Tune).
     if (cluster := requested_cluster(args.address)) is not None:
         check_answers(cluster)
-    from genre.sweep import SweepConfig, run_sweep
-    from genre.sweep_record import read_sweep_record
+    from genre.sweep.driver import SweepConfig, run_sweep
+    from genre.sweep.record import read_sweep_record
 
     options = _sweep_options_given(args)
     if args.resume:
@@ -502,7 +502,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _how_to_continue(out: Path | None) -> str:
     """After an interruption: --resume once the sweep has its record in OUT (from then on every moment
     resumes), else the same command again (nothing was started). OUT None: not known yet (--config)."""
-    from genre.sweep_record import SWEEP_FILE
+    from genre.sweep.record import SWEEP_FILE
 
     if out is not None and not (out / SWEEP_FILE).is_file():
         return "the sweep had not started: run the same command again"
@@ -538,8 +538,8 @@ def _with_config_file(args: argparse.Namespace) -> argparse.Namespace:
     The file's options are turned into arguments for the same parser, so that a value is checked
     (its type, its choices) exactly as on the command line.
     """
-    from genre.sweep_file import as_arguments, read_options_file
-    from genre.sweep_record import flag
+    from genre.sweep.options_file import as_arguments, read_options_file
+    from genre.sweep.record import flag
 
     options = read_options_file(args.config)
     parser = args.sweep_parser
@@ -561,7 +561,7 @@ def _with_config_file(args: argparse.Namespace) -> argparse.Namespace:
 
 def _sweep_options_given(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep options written on the command line, by their names in the sweep's record."""
-    from genre.sweep_config import SWEEP_LEVEL, TRAIN_OPTIONS
+    from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS
 
     given = {name: getattr(args, name) for name in (*TRAIN_OPTIONS, *SWEEP_LEVEL) if hasattr(args, name)}
     if args.models is not None:
@@ -748,7 +748,7 @@ def _gpus(text: str) -> float | None:
 
 
 def _model_list(text: str | None) -> tuple[str, ...]:
-    from genre.sweep_config import check_distinct_models
+    from genre.sweep.options import check_distinct_models
 
     models = tuple(name.strip() for name in (text or "").split(",") if name.strip())
     check_distinct_models(models)

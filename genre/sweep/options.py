@@ -63,10 +63,10 @@ class SweepConfig:
     # fold k (data_pipeline.split.cv_splits). And each trial repeated with `seeds` seeds (seed, seed+1, ...).
     cv: bool = False
     seeds: int = 1
-    # Experiment trackers (genre.trackers): an MLflow tracking URI, a Weights & Biases project.
+    # Experiment trackers (genre.sweep.trackers): an MLflow tracking URI, a Weights & Biases project.
     mlflow: str | None = None
     wandb: str | None = None
-    # Hidden, for fault-injection tests: {model: genre.faults spec}.
+    # Hidden, for fault-injection tests: {model: genre.train.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -114,7 +114,7 @@ class SweepConfig:
             raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.num_samples < 1:
             raise UserInputError("--num-samples must be at least 1")
-        from genre.trackers import check_trackers
+        from genre.sweep.trackers import check_trackers
 
         check_trackers(self.mlflow, self.wandb)
         if self.seeds < 1:

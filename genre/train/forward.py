@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from data_pipeline.errors import UserInputError
-from genre.amp import autocast
+from genre.train.amp import autocast
 
 # Windows per forward pass when nobody says: a GPU wants large batches to be busy (256 windows of
 # 128 x 130 log-mels are 8 MiB of float16 input); on a CPU a larger batch only costs memory.

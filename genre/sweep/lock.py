@@ -21,7 +21,7 @@ from pathlib import Path
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.processes import pid_alive
-from genre.storage import Storage, first_line
+from data_pipeline.storage import Storage, first_line
 
 LOCK_NAME = ".genre.lock"
 # How long a lock that keeps changing (being written, released, taken over) is waited for.

@@ -12,7 +12,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from genre.metric_names import LEVELS
+from genre.reports import LEVELS
 
 
 def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

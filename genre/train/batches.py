@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import ray.train
@@ -35,28 +35,15 @@ from data_pipeline.shards import (
     read_split,
     shard_locations,
 )
+from data_pipeline.storage import Storage, is_uri
 from genre.config import TrialConfig
-from genre.storage import Storage, is_uri
 
 if TYPE_CHECKING:
     import torch
 
-    from genre.windows import Batch, Windows
+    from genre.train.windows import Batch, Windows
 
 TRAIN, VAL, TEST = "train", "val", "test"
-# Bytes per float16 value on the wire and in memory; a label is an int64.
-MEL_BYTES, LABEL_BYTES = 2, 8
-
-
-def shard_mib(features: dict[str, Any], train_segments: int, world_size: int) -> float:
-    """The size of one worker's share of the train split, from the manifest's counts and shapes."""
-    per_segment = features["n_mels"] * features["frames"] * MEL_BYTES + LABEL_BYTES
-    return train_segments * per_segment / world_size / 2**20
-
-
-def held_in_memory(shard_size_mib: float, budget_mib: int) -> bool:
-    """Whether a worker's share of this size is read once into memory rather than streamed."""
-    return shard_size_mib <= budget_mib
 
 
 def read_windows(
@@ -106,7 +93,7 @@ def _as_windows(table: pa.Table, device: torch.device) -> Windows:
     """A table of `mel`, `label` and any of `track_id` and `segment`, as tensors on `device`."""
     import torch
 
-    from genre.windows import Windows
+    from genre.train.windows import Windows
 
     if table.num_rows == 0:
         empty = torch.empty(0, device=device)
@@ -148,7 +135,7 @@ class TrainBatches:
             self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
 
     def __call__(self, epoch: int) -> Iterator[Batch]:
-        from genre.windows import epoch_order_seed
+        from genre.train.windows import epoch_order_seed
 
         seed, batch_size = self.config.seed, self.config.batch_size
         if self.whole is not None:
@@ -197,7 +184,7 @@ class StreamedSplit:
 
     def batches(self, seed: int, batch_size: int, buffer_rows: int, device: torch.device) -> Iterator[Batch]:
         """This worker's batches of the epoch whose order `seed` gives, on `device`."""
-        from genre.windows import buffered_batches
+        from genre.train.windows import buffered_batches
 
         shares, rows = deal_shards(self.rows, self.world_size, seed)
         files = [self.shards[index] for index in shares[self.rank]]

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow.fs as pafs
 import ray
 
-from genre.delegating_filesystem import DelegatingHandler
-from genre.storage import Storage
+from data_pipeline.storage import Storage
+from genre.run_storage.delegating import DelegatingHandler
 
 
 def held_filesystem(storage: Storage) -> pafs.FileSystem:

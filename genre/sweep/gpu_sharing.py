@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from genre.resources import ResourcePlan
+from genre.sweep.plan import ResourcePlan
 
 MPS_PIPE_VARIABLE = "CUDA_MPS_PIPE_DIRECTORY"
 # Where the MPS control daemon opens its pipes unless told otherwise.

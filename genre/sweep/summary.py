@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from genre.metric_names import LEVELS, METRIC_NAMES, metric_columns
+from genre.reports import LEVELS, METRIC_NAMES, metric_columns
 
 NO_FOLD = -1  # the `fold` of a trial in a sweep without cross-validation (one fixed split)
 CONFIDENCE = 0.95  # of every interval
