@@ -1,13 +1,23 @@
-"""Loading checkpoints: only tensors and plain values, and errors that never advise running code."""
+"""Checkpoints: only tensors and plain values, errors that never advise running code, and a model rebuilt
+from its own record."""
 
 import io
 import os
 
 import pytest
 import torch
+from torch import nn
 
 from data_pipeline.errors import UserInputError
-from genre.train.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+from genre.config import ModelDefaults, TrainConfig, TrialConfig
+from genre.models import create_model
+from genre.train.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_best,
+)
 
 
 class _RunsCode:
@@ -52,3 +62,17 @@ def test_a_truncated_checkpoint_is_one_line_without_torchs_advice(tmp_path):
         load_checkpoint(tmp_path / "cut.pt")
     assert "\n" not in str(failed.value)
     assert "weights_only" not in str(failed.value)
+
+
+def test_a_saved_checkpoint_rebuilds_its_trials_model_with_the_trials_dropout(tmp_path):
+    config = TrialConfig.resolve(TrainConfig(dropout=0.3), "cnn3", ModelDefaults(lr=1e-4, dropout=0.5))
+    model = create_model("cnn3", num_classes=2, dropout=config.dropout)
+    labels = {"0": "blues", "1": "jazz"}
+    location = save_best(
+        str(tmp_path / "best.pt"), model, config=config, features={}, labels=labels, epoch=0, metrics={}
+    )
+    payload = load_checkpoint(location)
+    rebuilt = model_from_checkpoint(payload)
+    assert payload["version"] == CHECKPOINT_VERSION and payload["config"] == config.to_dict()
+    assert {layer.p for layer in rebuilt.modules() if isinstance(layer, nn.Dropout)} == {0.3}
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in model.state_dict().items())

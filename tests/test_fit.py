@@ -10,6 +10,17 @@ import torch
 from torch import nn
 
 from genre.config import BEST_BY
+from genre.reports import (
+    BEST_EPOCH,
+    EPOCH,
+    EPOCH_TIME_S,
+    REPORT_S,
+    TRAIN_LOSS,
+    TRAIN_RUNNING_ACCURACY,
+    TRAIN_S,
+    VALIDATE_S,
+    metric_columns,
+)
 from genre.train.amp import grad_scaler
 from genre.train.faults import Fault, InjectedFailure
 from genre.train.fit import Training, TrialState, fit, score, seed_everything
@@ -73,6 +84,14 @@ def test_training_learns_and_every_epoch_is_reported_once_with_the_state_advance
     assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
     assert state.best_val > 0.9
     assert state.samples == 4 * 60 and state.train_seconds > 0
+
+
+def test_an_epochs_report_carries_the_named_report_keys_and_its_record_what_reporting_cost():
+    reports: list = []
+    state, _ = run(training(), windows(), epochs=1, reports=reports)
+    epoch_keys = {EPOCH, TRAIN_LOSS, TRAIN_RUNNING_ACCURACY, BEST_EPOCH, EPOCH_TIME_S, TRAIN_S, VALIDATE_S}
+    assert set(reports[0][0]) == epoch_keys | set(metric_columns(("val",)))
+    assert set(state.history[0]) == set(reports[0][0]) | {REPORT_S}
 
 
 def test_the_best_epochs_weights_are_kept_when_later_epochs_score_worse():

@@ -69,7 +69,7 @@ def test_the_same_seed_gives_the_same_metrics_and_weights_whatever_trains_beside
     six_model_run, tiny_dataset, tmp_path
 ):
     """cnn3 alone, with the six-model sweep's seed and options: the same row, history and best weights
-    (on CPU; README, "Reproducible results": what holds on a GPU)."""
+    (on CPU; docs/sweep.md, "Reproducible results": what holds on a GPU)."""
     out, table = six_model_run
     alone = sweep(tiny_dataset, tmp_path, ("cnn3",))
     first, again = table.set_index("model").loc["cnn3"], alone.set_index("model").loc["cnn3"]
@@ -137,3 +137,41 @@ def test_random_offsets_train_on_windows_drawn_between_the_grids_and_are_recorde
     # Without a dataset that keeps those windows, the option is refused before anything runs.
     with pytest.raises(UserInputError, match="prepare it with --train-hop"):
         run_sweep(SweepConfig(data=tiny_dataset, out=tmp_path / "no", models=("cnn3",), train=train), quiet)
+
+
+def test_a_trial_hands_its_workers_one_frozen_setup_that_pickles_with_their_entry_point(tmp_path):
+    import dataclasses
+    import functools
+    import pickle
+
+    from data_pipeline.storage import open_storage
+    from genre.config import ModelDefaults
+    from genre.trial.trainable import TrialSetup, train_worker
+
+    storage = open_storage(tmp_path / "storage")
+    setup = TrialSetup(
+        train=TrainConfig(batch_size=8),
+        data=open_storage(tmp_path / "data"),
+        manifest_sha256="0" * 64,
+        features={"n_mels": 64},
+        labels={"0": "blues", "1": "jazz"},
+        storage=storage,
+        num_workers=1,
+        cpus_per_worker=1.0,
+        gpus_per_worker=0.0,
+        max_failures=0,
+        torch_threads=1,
+        train_held=True,
+        local_ray=True,
+        defaults={"cnn3": ModelDefaults(lr=1e-4, dropout=0.5)},
+        pretrained={"cnn3": "no"},
+    )
+    worker = setup.worker_setup({"model": "cnn3", "batch_size": 32}, "t1")
+    assert worker.trial == setup.trial_config({"model": "cnn3", "batch_size": 32}, "t1")
+    assert worker.trial.batch_size == 32  # sampled over --batch-size
+    assert worker.folder == setup.run_storage.trial("cnn3", "t1") and worker.labels == setup.labels
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        worker.train_held = False  # type: ignore[misc]
+    # As genre_trial hands it to Ray Train: the entry point with its setup bound, no dict of settings.
+    entry = pickle.loads(pickle.dumps(functools.partial(train_worker, worker)))
+    assert entry.func is train_worker and entry.args == (worker,) and not entry.keywords

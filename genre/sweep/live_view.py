@@ -6,6 +6,12 @@ import time
 
 from ray.tune import Callback
 
+from genre import reports
+from genre.reports import is_final, metric_column
+
+# What a line shows of an epoch's report and of a trial's final one.
+VAL_ACCURACY = metric_column("val", "segment", "accuracy")
+TEST_ACCURACY = {level: metric_column("test", level, "accuracy") for level in ("segment", "track")}
 # A trial that has reported no epoch this long is said to be waiting, and again as long again after.
 WAITING_NOTICE_S = 180.0
 
@@ -41,16 +47,16 @@ class LiveView(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.silent_since.pop(trial.trial_id, None)
-        if result.get("final"):
-            segment = result.get("test_segment_accuracy", float("nan"))
-            track = result.get("test_track_accuracy", float("nan"))
+        if is_final(result):
+            segment = result.get(TEST_ACCURACY["segment"], float("nan"))
+            track = result.get(TEST_ACCURACY["track"], float("nan"))
             text = f"{_name(trial)} finished: test accuracy {segment:.3f} (segment), {track:.3f} (track)"
         else:
             epochs = trial.config.get("epochs", "?")
             text = (
-                f"{_name(trial)} epoch {result.get('epoch', 0) + 1}/{epochs}: "
-                f"loss {result.get('train_loss', float('nan')):.3f}, "
-                f"val accuracy {result.get('val_segment_accuracy', float('nan')):.3f}"
+                f"{_name(trial)} epoch {result.get(reports.EPOCH, 0) + 1}/{epochs}: "
+                f"loss {result.get(reports.TRAIN_LOSS, float('nan')):.3f}, "
+                f"val accuracy {result.get(VAL_ACCURACY, float('nan')):.3f}"
             )
         self._line(trials, text)
 

@@ -8,7 +8,6 @@ value is refused by name, except those that only say how robustly or on what res
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,8 +24,6 @@ from genre.sweep import options_file as sweep_file
 from genre.sweep.options import SweepConfig
 
 SWEEP_FILE = "sweep.yaml"
-# Where genre before the YAML record kept it; still read, so older sweeps resume.
-OLD_SWEEP_FILE = "sweep.json"
 # Applied to the trials that continue (each trial starts its Train workers with them) and recorded.
 # Everything else would change what the trials compute, or (max_concurrent) is fixed in Tune's state.
 CHANGEABLE_ON_RESUME = ("max_failures", "cpus_per_trial", "gpus_per_trial")
@@ -36,25 +33,23 @@ _FLAGS = {"weights_dir": "--weights"}
 
 @dataclass(frozen=True)
 class SweepRecord:
-    """What `sweep.yaml` holds (or `sweep.json`, as an older genre wrote it)."""
+    """What `sweep.yaml` holds."""
 
     storage: str
-    data: str = ""
-    manifest_sha256: str = ""
-    # Options by name (SweepConfig.options()); empty for a sweep recorded before they were.
-    options: dict[str, Any] = field(default_factory=dict)
+    data: str
+    manifest_sha256: str
+    # Options by name (SweepConfig.options()).
+    options: dict[str, Any]
     # One entry per resume that changed an option: {"at": ISO time, "changed": {name: [old, new]}}.
     resumed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_sweep_record(out: Path) -> SweepRecord | None:
     """The record in OUT, None if there is none; a one-line error if it cannot be read."""
-    path, old = Path(out) / SWEEP_FILE, Path(out) / OLD_SWEEP_FILE
-    if not path.is_file() and not old.is_file():
+    path = Path(out) / SWEEP_FILE
+    if not path.is_file():
         return None
     try:
-        if not path.is_file():
-            return SweepRecord(**json.loads(old.read_text(encoding="utf-8")))
         values = sweep_file.load(path)
         for place in ("out", "address"):  # a --config file copied here: not part of the record
             values.pop(place, None)
@@ -68,7 +63,7 @@ def read_sweep_record(out: Path) -> SweepRecord | None:
     except (OSError, UnicodeDecodeError, ValueError, TypeError, yaml.YAMLError) as error:
         reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
         raise UserInputError(
-            f"{path if path.is_file() else old} cannot be read ({reason}); it records the sweep in OUT: "
+            f"{path} cannot be read ({reason}); it records the sweep in OUT: "
             "restore it, or start a new sweep in another OUT"
         ) from None
 
@@ -109,9 +104,7 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
             f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
         )
     options = config.options()
-    # An option the record lacks (recorded by an older genre) had its default then: held to that.
-    defaults = SweepConfig(data=config.data, out=config.out).options() if record.options else {}
-    changed = resume_changes({**defaults, **record.options}, options)
+    changed = resume_changes(record.options, options)
     experiment = RunStorage(storage).experiment
     try:
         restorable = tune.Tuner.can_restore(experiment.path, storage_filesystem=ray_filesystem(storage))
@@ -136,7 +129,7 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
 
 def write_sweep_record(out: Path, record: SweepRecord) -> None:
     """OUT/sweep.yaml: DATA, the run storage unless it is OUT, the options, then genre's own record."""
-    # Without credentials, whatever an older genre recorded.
+    # Without credentials, however the record came by its locations (a --storage URI may hold them).
     storage = {} if record.storage == _out_storage(out) else {"storage": public_location(record.storage)}
     values = {
         "data": public_location(record.data),
@@ -147,7 +140,6 @@ def write_sweep_record(out: Path, record: SweepRecord) -> None:
     }
     # Whole or not at all (a full disk leaves no empty sweep.yaml that --resume would read).
     open_storage(Path(out) / SWEEP_FILE).write_bytes(sweep_file.dump(values).encode("utf-8"))
-    (Path(out) / OLD_SWEEP_FILE).unlink(missing_ok=True)  # one record: the YAML one from now on
 
 
 def _out_storage(out: Path) -> str:
@@ -159,8 +151,6 @@ def resume_changes(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, l
 
     Any other difference is refused, named with its flag, before anything runs.
     """
-    if not saved:
-        return {}  # recorded by an older genre: nothing to hold the command to
     differences = {
         name: [saved.get(name), value]
         for name, value in wanted.items()
@@ -182,8 +172,6 @@ def resume_changes(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, l
 
 def record_resume(record: SweepRecord, options: dict[str, Any], changed: dict[str, list[Any]]) -> SweepRecord:
     """The record after a resume that applied `changed`."""
-    if not record.options:
-        return replace(record, options=options)  # recorded by an older genre: held to these from now on
     if not changed:
         return record
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "changed": changed}

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from genre import reports
 from genre.models import model_names
-from genre.reports import metric_columns
+from genre.reports import is_final, metric_columns
 from genre.run_folder import RunFolder
 from genre.sweep.results_text import results_markdown
 from genre.train.augment import describe
@@ -27,12 +28,12 @@ TABLE_COLUMNS = [
     "error",
     "split_protocol",
     "epochs",
-    "best_epoch",
-    "train_time_s",
-    "samples_per_s",
-    "params",
-    "amp",
-    "pretrained",
+    reports.BEST_EPOCH,
+    reports.TRAIN_TIME_S,
+    reports.SAMPLES_PER_S,
+    reports.PARAMS,
+    reports.AMP,
+    reports.PRETRAINED,
     "lr",
     "batch_size",
     "dropout",
@@ -41,24 +42,24 @@ TABLE_COLUMNS = [
     "fold",
     *metric_columns(),
     "retries",
-    "started_at",
-    "finished_at",
-    "checkpoint",
+    reports.STARTED_AT,
+    reports.FINISHED_AT,
+    reports.CHECKPOINT,
     "dataset_manifest_sha256",
     "config",
 ]
 HISTORY_COLUMNS = [
     "model",
     "trial_id",
-    "epoch",
-    "train_loss",
-    "train_running_accuracy",
-    *[c for c in metric_columns(("val",))],
-    "best_epoch",
-    "epoch_time_s",
-    "train_s",
-    "validate_s",
-    "report_s",
+    reports.EPOCH,
+    reports.TRAIN_LOSS,
+    reports.TRAIN_RUNNING_ACCURACY,
+    *metric_columns(("val",)),
+    reports.BEST_EPOCH,
+    reports.EPOCH_TIME_S,
+    reports.TRAIN_S,
+    reports.VALIDATE_S,
+    reports.REPORT_S,
 ]
 
 
@@ -94,10 +95,10 @@ def collect(
     for result in grid:
         sampled = result.config or {}
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or trial_id_of(result.path)
+        trial_id = metrics.get(reports.TRIAL_ID) or trial_id_of(result.path)
         trial = setup.trial_config(sampled, trial_id)
         folder = setup.run_storage.trial(trial.model, trial_id)
-        finished = bool(metrics.get("final"))
+        finished = is_final(metrics)
         row = {
             **{k: v for k, v in metrics.items() if k in TABLE_COLUMNS},
             "model": trial.model,
@@ -106,14 +107,14 @@ def collect(
             "error": failure_line(result.error) if result.error else "",
             "retries": max(folder.attempts() - 1, 0),
             "split_protocol": header["split_protocol"],
-            "epochs": (metrics.get("epoch", -1) + 1) if metrics else 0,
+            "epochs": (metrics.get(reports.EPOCH, -1) + 1) if metrics else 0,
             "seed": trial.seed,
             "fold": trial.fold,
             "augment": describe(trial.augment),  # -1 outside a cross-validation (genre.sweep.summary.NO_FOLD)
             "lr": trial.lr,
             "batch_size": trial.batch_size,
             "dropout": trial.dropout,
-            "checkpoint": run.relative(metrics.get("checkpoint")),
+            "checkpoint": run.relative(metrics.get(reports.CHECKPOINT)),
             "dataset_manifest_sha256": header["manifest_sha256"],
             "config": config_json(trial.to_dict(), leave_out=("folder", "fault", "torch_threads")),
         }
@@ -123,7 +124,8 @@ def collect(
         history = folder.read_history() if finished else None
         frame = pd.DataFrame(history) if history is not None else result.metrics_dataframe
         if frame is not None and not frame.empty:
-            epochs = frame[frame.get("final", pd.Series(0, index=frame.index)).fillna(0) != 1].copy()
+            # Tune's record holds the final report too; the trial's own holds its epochs only.
+            epochs = frame[frame.get(reports.FINAL, pd.Series(0, index=frame.index)).fillna(0) != 1].copy()
             epochs["model"], epochs["trial_id"] = row["model"], row["trial_id"]
             histories.append(epochs.reindex(columns=HISTORY_COLUMNS))
     order = {name: i for i, name in enumerate(model_names())}

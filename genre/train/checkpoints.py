@@ -98,7 +98,7 @@ def _gist(error: Exception) -> str:
 
 def check_finite_weights(payload: dict[str, Any], checkpoint: str | Path) -> None:
     """Refuse a checkpoint whose weights are not all finite: every score and probability of its model
-    would be NaN (a trial that trained on broken data, in a genre before the loop stopped such trials)."""
+    would be NaN."""
     broken = [
         name
         for name, tensor in payload["state_dict"].items()
@@ -115,8 +115,7 @@ def check_finite_weights(payload: dict[str, Any], checkpoint: str | Path) -> Non
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """Rebuild the checkpoint's model (no pretrained download: its own weights follow) in eval mode."""
-    # The dropout of the trial (None in checkpoints of an older genre: the model's default).
-    dropout = payload["config"].get("dropout")
+    dropout = payload["config"]["dropout"]
     model = create_model(payload["model"], num_classes=len(payload["labels"]), dropout=dropout)
     model.load_state_dict(payload["state_dict"])
     return model.eval()
@@ -149,7 +148,7 @@ class LoadedModel:
         features = FeatureConfig.from_dict(payload["features"])
         # The trial's --amp settled for this device as its workers settled it: GPU scores then match
         # the sweep's on a GPU, CPU scores the sweep's on a CPU.
-        amp = resolve_amp(payload["config"].get("amp", "auto"), get_spec(payload["model"]).amp, device)
+        amp = resolve_amp(payload["config"]["amp"], get_spec(payload["model"]).amp, device)
         return cls(
             payload["model"],
             model,

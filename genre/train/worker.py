@@ -17,9 +17,9 @@ import ray.train.torch
 import torch
 
 from data_pipeline.ray_connect import quiet_ray_data_logs
+from genre import reports
 from genre.config import TrialConfig
 from genre.models import count_parameters, create_model, get_spec, resolve_weights
-from genre.run_folder import TrialFolder
 from genre.train.amp import grad_scaler, resolve_amp
 from genre.train.augment import Augment, Augmenter
 from genre.train.batches import TEST, TRAIN, VAL, TrainBatches, read_windows, read_windows_by_shard
@@ -37,21 +37,19 @@ from genre.train.fit import (
     score_parts,
     seed_everything,
 )
+from genre.train.setup import WorkerSetup
 
 STATE_FILE = "state.pt"
 
 
-def run_worker(loop_config: dict[str, Any]) -> None:
+def run_worker(setup: WorkerSetup) -> None:
     """Train one trial's model on this worker (entered through genre.trial.trainable.train_worker)."""
     quiet_ray_data_logs()
-    config = TrialConfig.from_dict(loop_config["trial"])
-    features, labels = loop_config["features"], loop_config["labels"]
+    config, folder, data, pinned = setup.trial, setup.folder, setup.data, setup.manifest_sha256
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(config.torch_threads)
     seed_everything(config.seed + rank)
-    # Opened by the driver: its filesystem holds the run storage's credentials, if any.
-    folder: TrialFolder = loop_config["folder"]
     if rank == 0:
         folder.count_attempt()
 
@@ -61,20 +59,18 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     weights = resolve_weights(
         spec.pretrained_weights, config.pretrained, config.weights_dir, model=config.model
     )
-    model = create_model(config.model, num_classes=len(labels), dropout=config.dropout, weights=weights)
+    num_classes = len(setup.labels)
+    model = create_model(config.model, num_classes=num_classes, dropout=config.dropout, weights=weights)
     params = count_parameters(model)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     training = Training(
-        model, optimizer, grad_scaler(amp, device), device, amp, len(labels), world_size, rank=rank
+        model, optimizer, grad_scaler(amp, device), device, amp, num_classes, world_size, rank=rank
     )
     state, best_weights = restore(training)
 
     # Rank 0 scores: it holds the val and test windows, and scores the train split at the end.
     scores_here = rank == 0
-    data = loop_config["data"]
-    # DATA's manifest hash at the sweep's start: every read refuses a dataset prepared again since.
-    pinned = loop_config.get("manifest_sha256")
     view = config.data_view()  # which of the dataset's shard groups each split reads
     held = (
         {
@@ -94,7 +90,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             with_segments=config.train_offsets > 1,
             manifest_sha256=pinned,
         )
-        if loop_config["train_held"]
+        if setup.train_held
         else None
     )
     batches = TrainBatches(config, device, whole_train, data, pinned)
@@ -107,19 +103,19 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         validate=lambda model: score(model, held[VAL], "val", device, amp) if scores_here else {},
         report=fault.before(reporter(training, rank), config.model) if fault else reporter(training, rank),
         best_weights=best_weights,
-        augmenter=_augmenter(config, len(labels), rank),
+        augmenter=_augmenter(config, num_classes, rank),
         seed=config.seed,
     )
 
-    final: dict[str, Any] = {"final": 1, "params": params, "amp": amp}
+    final: dict[str, Any] = {reports.FINAL: 1, reports.PARAMS: params, reports.AMP: amp}
     if scores_here:
         training.plain_model.load_state_dict(best_weights)
-        final["checkpoint"] = save_best(
+        final[reports.CHECKPOINT] = save_best(
             folder.best_checkpoint,
             training.plain_model,
             config=config,
-            features=features,
-            labels=labels,
+            features=setup.features,
+            labels=setup.labels,
             epoch=state.best_epoch,
             metrics=state.best_metrics,
         )
@@ -136,13 +132,13 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     ray.train.report(
         {
             **final,
-            "pretrained": weights.describe() if weights else "none",
-            "epoch": config.epochs - 1,
-            "best_epoch": max(state.best_epoch, 0),
-            "train_time_s": state.train_seconds,
-            "samples_per_s": state.samples_per_s,
-            "started_at": state.started_at,
-            "finished_at": time.time(),
+            reports.PRETRAINED: weights.describe() if weights else "none",
+            reports.EPOCH: config.epochs - 1,
+            reports.BEST_EPOCH: max(state.best_epoch, 0),
+            reports.TRAIN_TIME_S: state.train_seconds,
+            reports.SAMPLES_PER_S: state.samples_per_s,
+            reports.STARTED_AT: state.started_at,
+            reports.FINISHED_AT: time.time(),
         }
     )
 
@@ -168,11 +164,6 @@ def restore(training: Training) -> tuple[TrialState, Weights | None]:
         return TrialState(), None
     with checkpoint.as_directory() as folder:
         saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-    if "best_model" not in saved:
-        # Written by a genre that kept the best weights beside the checkpoint, not in it.
-        raise RuntimeError(
-            "this trial's checkpoint predates genre's best-epoch format: start the sweep again"
-        )
     return restore_payload(training, saved)
 
 

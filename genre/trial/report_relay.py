@@ -20,7 +20,8 @@ from ray import tune
 from ray.train import Checkpoint, UserCallback
 from ray.util.queue import Empty, Queue
 
-CHECKPOINT_PATH_KEY = "checkpoint_path"
+from genre.reports import CHECKPOINT_PATH
+
 # A wait returns as soon as a report arrives: this only bounds how late the run's end is noticed.
 WAIT_S = 0.5
 
@@ -37,7 +38,7 @@ class QueueReports(UserCallback):
         # run_context: Ray's TrainRunContext, a class of its internals (ray.train.v2._internal), unused.
         item = dict(metrics[0])
         if checkpoint:
-            item[CHECKPOINT_PATH_KEY] = checkpoint.path
+            item[CHECKPOINT_PATH] = checkpoint.path
         self.queue.put(item)
 
 

@@ -1,13 +1,15 @@
 """What runs in a Tune trial's actor: one Ray Train V2 run of one model and configuration.
 
-The driver (genre.sweep.driver) hands each trial a frozen `TrialSetup`; the trial builds its trainer and
-hands its workers what to read. Light on purpose: the trial's actor and its Train controller import
-this module, and neither imports torch (seconds for each process, and a sweep starts two of them
-per trial beside its workers): one worker needs no torch backend; several get `TorchTrainer`.
+The driver (genre.sweep.driver) hands each trial a frozen `TrialSetup`; the trial builds its trainer
+and hands its workers a frozen `WorkerSetup` (genre.train.setup). Light on purpose: the trial's actor
+and its Train controller import this module, and neither imports torch (seconds for each process,
+and a sweep starts two of them per trial beside its workers): one worker needs no torch backend;
+several get `TorchTrainer`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from data_pipeline.storage import Storage
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
 from genre.run_folder import RunStorage
 from genre.run_storage.whole_files import whole_file_filesystem
+from genre.train.setup import WorkerSetup
 from genre.trial.report_relay import QueueReports, relay_reports
 
 # Ray Train's controller collects one report per worker each time it polls (every 2 s by default),
@@ -91,12 +94,24 @@ class TrialSetup:
             fault=self.faults.get(model, ""),
         )
 
+    def worker_setup(self, sampled: dict[str, Any], trial_id: str) -> WorkerSetup:
+        """What each of the trial's workers is handed: its settings, its folder and the dataset."""
+        config = self.trial_config(sampled, trial_id)
+        return WorkerSetup(
+            trial=config,
+            folder=self.run_storage.trial(config.model, trial_id),
+            data=self.data,
+            manifest_sha256=self.manifest_sha256,
+            features=self.features,
+            labels=self.labels,
+            train_held=self.train_held,
+        )
+
 
 def genre_trial(sampled: dict[str, Any], setup: TrialSetup) -> None:
     """One Tune trial: a Ray Train V2 run of one model and configuration."""
     trial_id = tune.get_context().get_trial_id()
-    config = setup.trial_config(sampled, trial_id)
-    folder = setup.run_storage.trial(config.model, trial_id)
+    worker_setup = setup.worker_setup(sampled, trial_id)
     if setup.local_ray:
         # Ray Train watches every node for a drain notice from a cluster's autoscaler; on one
         # machine none comes, and the watcher is one more process per trial.
@@ -108,16 +123,8 @@ def genre_trial(sampled: dict[str, Any], setup: TrialSetup) -> None:
 
     def run(reports: QueueReports) -> None:
         trainer = trainer_class(
-            train_worker,
-            train_loop_config={
-                "trial": config.to_dict(),
-                "folder": folder,
-                "data": setup.data,
-                "manifest_sha256": setup.manifest_sha256,
-                "features": setup.features,
-                "labels": setup.labels,
-                "train_held": setup.train_held,
-            },
+            # Bound to the entry point: Ray's `train_loop_config` would carry the setup as a dict.
+            functools.partial(train_worker, worker_setup),
             scaling_config=ray.train.ScalingConfig(
                 num_workers=setup.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker
             ),
@@ -152,13 +159,13 @@ def _data_parallel(num_workers: int) -> tuple[type[DataParallelTrainer], dict[st
     return TorchTrainer, {}
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
+def train_worker(setup: WorkerSetup) -> None:
     """Entry point of every Ray Train worker of a trial (see genre.train.worker)."""
     # Imported here, in the worker: the trial and controller processes that unpickle this function
     # need none of the training loop's modules.
     from genre.train.worker import run_worker
 
-    run_worker(loop_config)
+    run_worker(setup)
 
 
 def ray_storage(storage: Storage) -> dict[str, Any]:
