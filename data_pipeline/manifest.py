@@ -19,7 +19,16 @@ from data_pipeline.storage import Storage, first_line, open_storage
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-_VERSIONED = ("genre", "torch", "torchaudio", "ray", "pyarrow", "soundfile", "numpy")
+# Each key of the manifest's `versions` and the distribution it is read from (genre's own is genre-ray).
+_VERSIONED = {
+    "genre": "genre-ray",
+    "torch": "torch",
+    "torchaudio": "torchaudio",
+    "ray": "ray",
+    "pyarrow": "pyarrow",
+    "soundfile": "soundfile",
+    "numpy": "numpy",
+}
 # What training, evaluation and the benchmarks read from a manifest; without them a run would
 # fail later with a KeyError far from the cause.
 _REQUIRED_KEYS = ("features", "labels", "split", "counts", "shards")
@@ -28,9 +37,9 @@ _REQUIRED_KEYS = ("features", "labels", "split", "counts", "shards")
 def library_versions() -> dict[str, str]:
     """Versions of Python and of the libraries that shape the features and the files."""
     versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
+    for name, distribution in _VERSIONED.items():
         try:
-            versions[name] = metadata.version(name)
+            versions[name] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
