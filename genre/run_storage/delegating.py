@@ -1,5 +1,5 @@
 """A pyarrow filesystem handler that hands every call to another filesystem: the base of genre's two
-filesystems for Ray (held_filesystem, whole_files), which each change a few calls only.
+filesystems for Ray (run_storage.held, run_storage.whole_files), which each change a few calls only.
 
 pyarrow ships no such pass-through handler: `PyFileSystem` needs every method of `FileSystemHandler`.
 """

@@ -2,16 +2,13 @@
 
 A worker holds its share of the train split in memory (on its GPU) when it fits, and shuffles it
 whole every epoch: streaming costs on every batch (Arrow to tensors, a shuffle buffer), more than one
-GPU needs to train the small CNNs (bench/README.md). A held split is read by the worker itself,
+GPU needs to train small CNNs (bench/results/input_pipeline.md). A held split is read by the worker itself,
 straight from the dataset's Parquet shards (the 70-clip sample's 8 MiB in 0.1 s), where handing it
 over through Ray Data cost the sweep a materialisation of every split before the first trial (2.7 s
 on 2 cores). A train share too big to hold is streamed every epoch from the shard files that the
 epoch deals to the worker (`StreamedSplit`). The worker that scores (rank 0) holds the val and test
 windows for the whole run, so an epoch's validation reads nothing, and scores a streamed train split
 a shard at a time.
-
-The trial's actor and Ray Train's controller import this module too: torch is imported only where a
-worker reads (each of those processes would otherwise spend seconds importing it).
 """
 
 from __future__ import annotations
@@ -20,11 +17,11 @@ import random
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import ray.train
 import ray.util
+import torch
 
 from data_pipeline.manifest import read_manifest
 from data_pipeline.shards import (
@@ -37,11 +34,7 @@ from data_pipeline.shards import (
 )
 from data_pipeline.storage import Storage, is_uri
 from genre.config import TrialConfig
-
-if TYPE_CHECKING:
-    import torch
-
-    from genre.train.windows import Batch, Windows
+from genre.train.windows import Batch, Windows, buffered_batches, epoch_order_seed
 
 TRAIN, VAL, TEST = "train", "val", "test"
 
@@ -91,9 +84,6 @@ def read_windows_by_shard(
 
 def _as_windows(table: pa.Table, device: torch.device) -> Windows:
     """A table of `mel`, `label` and any of `track_id` and `segment`, as tensors on `device`."""
-    import torch
-
-    from genre.train.windows import Windows
 
     if table.num_rows == 0:
         empty = torch.empty(0, device=device)
@@ -135,7 +125,6 @@ class TrainBatches:
             self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
 
     def __call__(self, epoch: int) -> Iterator[Batch]:
-        from genre.train.windows import epoch_order_seed
 
         seed, batch_size = self.config.seed, self.config.batch_size
         if self.whole is not None:
@@ -184,7 +173,6 @@ class StreamedSplit:
 
     def batches(self, seed: int, batch_size: int, buffer_rows: int, device: torch.device) -> Iterator[Batch]:
         """This worker's batches of the epoch whose order `seed` gives, on `device`."""
-        from genre.train.windows import buffered_batches
 
         shares, rows = deal_shards(self.rows, self.world_size, seed)
         files = [self.shards[index] for index in shares[self.rank]]
@@ -201,8 +189,7 @@ class StreamedSplit:
 
         A file is held whole anyway, so its rows are shuffled whole every epoch: a file's rows in the
         same order every epoch, mixed only by the buffer, trained measurably worse than a held split
-        (bench/README.md, `bench/held_vs_streamed.py`)."""
-        import torch
+        (bench/results/input_pipeline.md, `bench/held_vs_streamed.py`)."""
 
         generator = torch.Generator().manual_seed(seed)
 

@@ -1,5 +1,5 @@
-"""Log-mel windows held in memory, and the order an epoch visits them in. Only torch: a trial's
-actor imports this (through genre.train.batches) and must start quickly."""
+"""Log-mel windows held in memory, and the order an epoch visits them in. Only torch, no Ray: the
+Ray-free loop (genre.train.fit) and its tests read batches from here."""
 
 from __future__ import annotations
 
