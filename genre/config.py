@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genre.train.augment import BUNDLES as AUGMENT_BUNDLES
 from genre.train.augment import Augment, bundle
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -22,29 +23,107 @@ class TrainConfig:
     `lr` and `dropout` left as None take each model's own default from the registry.
     """
 
-    epochs: int = 15
-    batch_size: int = 16
-    lr: float | None = None
-    dropout: float | None = None
-    amp: str = "auto"
-    pretrained: str = "auto"
-    weights_dir: str | None = None
-    seed: int = 0
-    # A worker's share of the train split up to this size is held in memory (on its GPU) and
-    # shuffled whole every epoch; a larger one streams from Ray Data through the shuffle buffer.
-    train_in_memory_mib: int = 2048
-    # Rows held for shuffling a streamed train split; a fresh order every epoch.
-    shuffle_buffer: int = 2048
-    # Augmenting the training batches (genre.train.augment): a named bundle ("study": none, as the study
-    # trained), each of whose values the options below override when set.
-    augment: str = "study"
-    freq_mask: int | None = None  # the widest frequency mask, mel bands
-    time_mask: int | None = None  # the widest time mask, frames
-    mixup: float | None = None  # mixup's Beta(alpha, alpha)
-    gain_db: float | None = None  # how far a window's floor may rise, dB
-    # Each epoch, one window per 3 s slot of a train track drawn among those a dataset prepared with
-    # --train-hop kept (random offsets within the track) instead of the grid's.
-    random_offsets: bool = False
+    # Each field is a `genre sweep` flag (genre.cli.option_flags): its metadata holds the help ("{default}":
+    # the field's default), the --help section ("group") and what argparse needs beyond the annotation.
+    epochs: int = dataclasses.field(
+        default=15, metadata={"help": "training epochs (default {default})", "group": "training"}
+    )
+    batch_size: int = dataclasses.field(
+        default=16, metadata={"help": "batch size (default {default})", "group": "training"}
+    )
+    lr: float | None = dataclasses.field(
+        default=None, metadata={"help": "learning rate (default: each model's, 1e-4)", "group": "training"}
+    )
+    dropout: float | None = dataclasses.field(
+        default=None, metadata={"help": "dropout (default: each model's)", "group": "training"}
+    )
+    amp: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "mixed precision: auto (on for EfficientNet and VGG; the default), off, bf16, fp16",
+            "group": "training",
+            "choices": AMP_MODES,
+        },
+    )
+    pretrained: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "ImageNet weights for EfficientNet and VGG: auto (when they can be had; the default), "
+            "yes, no",
+            "group": "training",
+            "choices": PRETRAINED_MODES,
+        },
+    )
+    weights_dir: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "folder holding ImageNet weight files", "group": "training", "metavar": "DIR"},
+    )
+    seed: int = dataclasses.field(
+        default=0,
+        metadata={"help": "seeds weights, shuffling and sampling (default {default})", "group": "training"},
+    )
+    # Held, a worker's share is shuffled whole every epoch; streamed, through the shuffle buffer.
+    train_in_memory_mib: int = dataclasses.field(
+        default=2048,
+        metadata={
+            "help": "hold a worker's share of the train split in memory (GPU memory on a GPU) when it is at "
+            "most this size; larger ones stream from Ray Data every epoch; 0 always streams "
+            "(default {default})",
+            "group": "data loading",
+            "metavar": "MIB",
+        },
+    )
+    shuffle_buffer: int = dataclasses.field(
+        default=2048,
+        metadata={
+            "help": "rows held for shuffling a streamed train split (default {default})",
+            "group": "data loading",
+            "metavar": "ROWS",
+        },
+    )
+    # genre.train.augment: a named bundle ("study": none, as the study trained), whose single values the
+    # four options after it override when set.
+    augment: str = dataclasses.field(
+        default="study",
+        metadata={
+            "help": "augment the training batches: study (none, the default), light (SpecAugment masks), "
+            "strong (masks, mixup, gain); the options below change single values of the bundle",
+            "group": "augmentation",
+            "choices": AUGMENT_BUNDLES,
+        },
+    )
+    freq_mask: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "widest frequency mask, mel bands", "group": "augmentation", "metavar": "BANDS"},
+    )
+    time_mask: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "widest time mask, frames", "group": "augmentation", "metavar": "FRAMES"},
+    )
+    mixup: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "mixup with weights from Beta(ALPHA, ALPHA)",
+            "group": "augmentation",
+            "metavar": "ALPHA",
+        },
+    )
+    gain_db: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "random gain: a window's floor rises by up to DB dB",
+            "group": "augmentation",
+            "metavar": "DB",
+        },
+    )
+    random_offsets: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "each epoch, one train window per 3 s slot drawn at a random offset within the track (a "
+            "dataset prepared with --train-hop)",
+            "group": "augmentation",
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -1,21 +1,32 @@
 """The `genre` command: one-line errors and exit codes for bad input, a summary when it works."""
 
+import argparse
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import is_loopback_address
-from genre.cli import EXIT_ALL_TRIALS_FAILED, EXIT_SOME_TRIALS_FAILED, EXIT_USER_ERROR, main, sweep_exit_code
+from genre.cli import (
+    EXIT_ALL_TRIALS_FAILED,
+    EXIT_SOME_TRIALS_FAILED,
+    EXIT_USER_ERROR,
+    build_parser,
+    main,
+    sweep_exit_code,
+)
+from genre.cli.sweep import options_given
+from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, SweepConfig, gpus_or_auto
+from genre.sweep.record import flag
 from tests.audio_factory import make_clip, make_collection
 
 
 def run_genre(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "genre", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "genre", *args], capture_output=True, text=True, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
@@ -162,3 +173,29 @@ def test_a_cluster_that_refuses_the_connection_is_one_line_naming_token_auth_whe
     message = str(refused.value)
     assert message.startswith("cannot connect to Ray at '127.0.0.1:6379': Failed to connect"), message
     assert ("RAY_AUTH_MODE=token" in message) is (auth_mode is None)
+
+
+def a_value_it_takes(action: argparse.Action) -> list[str]:
+    """What may follow the flag: nothing for a switch, else its last choice, or a number or a path."""
+    if action.nargs == 0:
+        return []
+    if action.choices:
+        return [list(action.choices)[-1]]
+    return ["3" if action.type is int else "0.5" if action.type in (float, gpus_or_auto) else "/x"]
+
+
+def test_every_sweep_option_has_one_flag_in_the_help_and_the_flag_sets_it():
+    # The flags are generated from the options' fields: a field added without its help fails here.
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = commands.choices["sweep"]
+    help_text = parser.format_help()
+    for name in (*TRAIN_OPTIONS, *SWEEP_LEVEL):
+        (action,) = [action for action in parser._actions if action.dest == name]
+        assert action.option_strings == [flag(name)], name  # the flag a --config key becomes
+        assert len(re.findall(rf"^  {re.escape(flag(name))}\b", help_text, re.MULTILINE)) == 1, name
+        value = a_value_it_takes(action)
+        expected = action.type(value[0]) if value else True
+        given = options_given(build_parser().parse_args(["sweep", flag(name), *value]))
+        assert given == {name: expected}, name
+        config = SweepConfig.from_options({**given, "models": ["cnn3"]}, data="DATA", out=Path("OUT"))
+        assert config.options()[name] == expected, name

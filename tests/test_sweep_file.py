@@ -70,12 +70,13 @@ def test_a_sweep_from_a_file_runs_with_the_command_lines_overrides_and_logs_to_m
     written = yaml.safe_load((out / SWEEP_FILE).read_text())
     assert "storage" not in written  # the run storage is OUT itself: a copy of the file can start anew
     # Fed back through the command line's own parser, OUT's file starts the same sweep elsewhere.
-    from genre.cli import _sweep_options_given, _with_config_file, build_parser
+    from genre.cli import build_parser
+    from genre.cli.sweep import options_given, with_config_file
 
     args = build_parser().parse_args(["sweep", "--config", str(out / SWEEP_FILE), str(out.parent / "again")])
-    args = _with_config_file(args)
+    args = with_config_file(args)
     assert args.out == out.parent / "again" and args.data == record.data
-    again = SweepConfig.from_options(_sweep_options_given(args), data=args.data, out=args.out)
+    again = SweepConfig.from_options(options_given(args), data=args.data, out=args.out)
     assert again.options() == record.options
 
     from mlflow.tracking import MlflowClient
@@ -100,5 +101,5 @@ def test_a_tracker_whose_package_is_missing_is_refused_before_ray_starts(monkeyp
     monkeypatch.setattr(
         trackers.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name)
     )
-    with pytest.raises(UserInputError, match=r"--wandb needs the wandb package.*genre\[wandb\]"):
+    with pytest.raises(UserInputError, match=r"--wandb needs the wandb package.*genre-ray\[wandb\]"):
         trackers.check_trackers(None, "my-project")

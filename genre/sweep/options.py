@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -13,22 +14,17 @@ from data_pipeline.split import SPLITS, fold_name
 from genre.config import PRETRAINED_MODES, TrainConfig
 
 SCHEDULERS = ("fifo", "asha")
-# The options that define a sweep, by name (what sweep.yaml records): `models`, TrainConfig's fields,
-# and these of the sweep itself.
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
-SWEEP_LEVEL = (
-    "num_samples",
-    "scheduler",
-    "num_workers",
-    "cpus_per_trial",
-    "gpus_per_trial",
-    "max_concurrent",
-    "max_failures",
-    "mlflow",
-    "wandb",
-    "cv",
-    "seeds",
-)
+
+
+def gpus_or_auto(text: str) -> float | None:
+    """`--gpus-per-trial`'s value: a number, or auto (None)."""
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or auto, not {text!r}") from None
 
 
 def _all_models() -> tuple[str, ...]:
@@ -45,27 +41,96 @@ class SweepConfig:
     out: Path
     models: tuple[str, ...] = field(default_factory=_all_models)
     train: TrainConfig = field(default_factory=TrainConfig)
-    num_samples: int = 1
-    scheduler: str = "fifo"
-    num_workers: int = 1
-    cpus_per_trial: float | None = None
+    # A field whose metadata holds a flag's help is an option: it defines the sweep (sweep.yaml records
+    # it) and is a `genre sweep` flag (genre.cli.option_flags, as TrainConfig's fields are); the rest say
+    # where the sweep runs. The options' order is sweep.yaml's.
+    num_samples: int = field(
+        default=1,
+        metadata={
+            "help": "configurations sampled per model (lr, batch size, dropout; default {default})",
+            "group": "models and search",
+        },
+    )
+    scheduler: str = field(
+        default="fifo",
+        metadata={
+            "help": "asha stops trials whose validation accuracy trails early (default {default})",
+            "group": "models and search",
+            "choices": SCHEDULERS,
+        },
+    )
+    num_workers: int = field(
+        default=1, metadata={"help": "Ray Train workers per trial (default {default})", "group": "resources"}
+    )
+    cpus_per_trial: float | None = field(
+        default=None,
+        metadata={"help": "CPUs for each trial's workers (default: shared out)", "group": "resources"},
+    )
     # None: auto (share Ray's GPUs among the trials; CPU when Ray has none).
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    # Restarts of a trial's workers from its last checkpoint after a failure (a lost node, a kill).
-    max_failures: int = 1
+    gpus_per_trial: float | None = field(
+        default=None,
+        metadata={
+            "help": "GPUs per trial; 0.5 packs two per GPU; 0 trains on CPU (default auto: the trials share "
+            "Ray's GPUs, or the CPU when Ray has none)",
+            "group": "resources",
+            "type": gpus_or_auto,
+            "metavar": "N|auto",
+        },
+    )
+    max_concurrent: int | None = field(
+        default=None, metadata={"help": "trials at once (default: as many as fit)", "group": "resources"}
+    )
+    # Restarts after a lost node or a kill, say.
+    max_failures: int = field(
+        default=1,
+        metadata={
+            "help": "restarts of a trial's workers from its last checkpoint after a failure "
+            "(default {default})",
+            "group": "resources",
+        },
+    )
+    # Experiment trackers (genre.sweep.trackers).
+    mlflow: str | None = field(
+        default=None,
+        metadata={
+            "help": "log every trial's metrics to this MLflow tracking URI (a server, or "
+            "sqlite:///mlflow.db); needs pip install 'genre-ray[mlflow]'",
+            "group": "tracking",
+            "metavar": "URI",
+        },
+    )
+    wandb: str | None = field(
+        default=None,
+        metadata={
+            "help": "log every trial's metrics to this Weights & Biases project; needs pip install "
+            "'genre-ray[wandb]'",
+            "group": "tracking",
+            "metavar": "PROJECT",
+        },
+    )
+    # Folds: data_pipeline.split.cv_splits.
+    cv: bool = field(
+        default=False,
+        metadata={
+            "help": "cross-validation on a dataset prepared with --folds K: K trials per model, trial k "
+            "testing on fold k, validating on the next, training on the rest",
+            "group": "models and search",
+        },
+    )
+    seeds: int = field(
+        default=1,
+        metadata={
+            "help": "run every trial with N seeds (--seed, --seed+1, ...), for a spread of each score "
+            "(default {default})",
+            "group": "models and search",
+            "metavar": "N",
+        },
+    )
     resume: bool = False
     address: str | None = None
     # Tune's and Train's run state and the best checkpoints: a path or an s3:// / gs:// URI.
     # None: OUT itself (or, when resuming, the storage the sweep in OUT was started with).
     storage: str | None = None
-    # Cross-validation on a dataset prepared with --folds K: K trials per model, trial k testing on
-    # fold k (data_pipeline.split.cv_splits). And each trial repeated with `seeds` seeds (seed, seed+1, ...).
-    cv: bool = False
-    seeds: int = 1
-    # Experiment trackers (genre.sweep.trackers): an MLflow tracking URI, a Weights & Biases project.
-    mlflow: str | None = None
-    wandb: str | None = None
     # Hidden, for fault-injection tests: {model: genre.train.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
 
@@ -167,6 +232,11 @@ class SweepConfig:
                 "--num-samples samples each trial's configuration apart, so the folds of a model would "
                 "train with different settings: with --cv, set --lr, --batch-size, --dropout instead"
             )
+
+
+# The options that define a sweep, by name (what sweep.yaml records): `models`, TrainConfig's fields
+# (TRAIN_OPTIONS), and these of the sweep itself.
+SWEEP_LEVEL = tuple(f.name for f in fields(SweepConfig) if "help" in f.metadata)
 
 
 def check_distinct_models(models: Sequence[str]) -> None:

@@ -27,7 +27,8 @@ def check_trackers(mlflow: str | None, wandb: str | None) -> None:
     ):
         if value and importlib.util.find_spec(package) is None:
             raise UserInputError(
-                f"{option} needs the {package} package, which is not installed: pip install 'genre[{extra}]'"
+                f"{option} needs the {package} package, which is not installed: "
+                f"pip install 'genre-ray[{extra}]'"
             )
     if mlflow:
         check_mlflow_store(mlflow)
