@@ -16,6 +16,13 @@ PRETRAINED_MODES = ("auto", "yes", "no")
 BEST_BY = "val_segment_accuracy"
 
 
+def option(default: Any, help: str, group: str, **argparse_keywords: Any) -> Any:
+    """A config field that is also a `genre sweep` flag (genre.cli.option_flags builds it): `help` is its
+    help text ("{default}" stands for the default), `group` its --help section, and `argparse_keywords`
+    (metavar, choices, type) what argparse needs beyond the field's annotation."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, **argparse_keywords})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a sweep's trials train: the study's settings (15 epochs, Adam, batch 16) by default.
@@ -23,106 +30,62 @@ class TrainConfig:
     `lr` and `dropout` left as None take each model's own default from the registry.
     """
 
-    # Each field is a `genre sweep` flag (genre.cli.option_flags): its metadata holds the help ("{default}":
-    # the field's default), the --help section ("group") and what argparse needs beyond the annotation.
-    epochs: int = dataclasses.field(
-        default=15, metadata={"help": "training epochs (default {default})", "group": "training"}
+    # Each field is a `genre sweep` flag (`option`).
+    epochs: int = option(15, "training epochs (default {default})", "training")
+    batch_size: int = option(16, "batch size (default {default})", "training")
+    lr: float | None = option(None, "learning rate (default: each model's, 1e-4)", "training")
+    dropout: float | None = option(None, "dropout (default: each model's)", "training")
+    amp: str = option(
+        "auto",
+        "mixed precision: auto (on for EfficientNet and VGG; the default), off, bf16, fp16",
+        "training",
+        choices=AMP_MODES,
     )
-    batch_size: int = dataclasses.field(
-        default=16, metadata={"help": "batch size (default {default})", "group": "training"}
+    pretrained: str = option(
+        "auto",
+        "ImageNet weights for EfficientNet and VGG: auto (when they can be had; the default), yes, no",
+        "training",
+        choices=PRETRAINED_MODES,
     )
-    lr: float | None = dataclasses.field(
-        default=None, metadata={"help": "learning rate (default: each model's, 1e-4)", "group": "training"}
-    )
-    dropout: float | None = dataclasses.field(
-        default=None, metadata={"help": "dropout (default: each model's)", "group": "training"}
-    )
-    amp: str = dataclasses.field(
-        default="auto",
-        metadata={
-            "help": "mixed precision: auto (on for EfficientNet and VGG; the default), off, bf16, fp16",
-            "group": "training",
-            "choices": AMP_MODES,
-        },
-    )
-    pretrained: str = dataclasses.field(
-        default="auto",
-        metadata={
-            "help": "ImageNet weights for EfficientNet and VGG: auto (when they can be had; the default), "
-            "yes, no",
-            "group": "training",
-            "choices": PRETRAINED_MODES,
-        },
-    )
-    weights_dir: str | None = dataclasses.field(
-        default=None,
-        metadata={"help": "folder holding ImageNet weight files", "group": "training", "metavar": "DIR"},
-    )
-    seed: int = dataclasses.field(
-        default=0,
-        metadata={"help": "seeds weights, shuffling and sampling (default {default})", "group": "training"},
-    )
+    weights_dir: str | None = option(None, "folder holding ImageNet weight files", "training", metavar="DIR")
+    seed: int = option(0, "seeds weights, shuffling and sampling (default {default})", "training")
     # Held, a worker's share is shuffled whole every epoch; streamed, through the shuffle buffer.
-    train_in_memory_mib: int = dataclasses.field(
-        default=2048,
-        metadata={
-            "help": "hold a worker's share of the train split in memory (GPU memory on a GPU) when it is at "
-            "most this size; larger ones stream from Ray Data every epoch; 0 always streams "
-            "(default {default})",
-            "group": "data loading",
-            "metavar": "MIB",
-        },
+    train_in_memory_mib: int = option(
+        2048,
+        "hold a worker's share of the train split in memory (GPU memory on a GPU) when it is at "
+        "most this size; larger ones stream from the shards every epoch; 0 always streams "
+        "(default {default})",
+        "data loading",
+        metavar="MIB",
     )
-    shuffle_buffer: int = dataclasses.field(
-        default=2048,
-        metadata={
-            "help": "rows held for shuffling a streamed train split (default {default})",
-            "group": "data loading",
-            "metavar": "ROWS",
-        },
+    shuffle_buffer: int = option(
+        2048,
+        "rows held for shuffling a streamed train split (default {default})",
+        "data loading",
+        metavar="ROWS",
     )
     # genre.train.augment: a named bundle ("study": none, as the study trained), whose single values the
     # four options after it override when set.
-    augment: str = dataclasses.field(
-        default="study",
-        metadata={
-            "help": "augment the training batches: study (none, the default), light (SpecAugment masks), "
-            "strong (masks, mixup, gain); the options below change single values of the bundle",
-            "group": "augmentation",
-            "choices": AUGMENT_BUNDLES,
-        },
+    augment: str = option(
+        "study",
+        "augment the training batches: study (none, the default), light (SpecAugment masks), "
+        "strong (masks, mixup, gain); the options below change single values of the bundle",
+        "augmentation",
+        choices=AUGMENT_BUNDLES,
     )
-    freq_mask: int | None = dataclasses.field(
-        default=None,
-        metadata={"help": "widest frequency mask, mel bands", "group": "augmentation", "metavar": "BANDS"},
+    freq_mask: int | None = option(None, "widest frequency mask, mel bands", "augmentation", metavar="BANDS")
+    time_mask: int | None = option(None, "widest time mask, frames", "augmentation", metavar="FRAMES")
+    mixup: float | None = option(
+        None, "mixup with weights from Beta(ALPHA, ALPHA)", "augmentation", metavar="ALPHA"
     )
-    time_mask: int | None = dataclasses.field(
-        default=None,
-        metadata={"help": "widest time mask, frames", "group": "augmentation", "metavar": "FRAMES"},
+    gain_db: float | None = option(
+        None, "random gain: a window's floor rises by up to DB dB", "augmentation", metavar="DB"
     )
-    mixup: float | None = dataclasses.field(
-        default=None,
-        metadata={
-            "help": "mixup with weights from Beta(ALPHA, ALPHA)",
-            "group": "augmentation",
-            "metavar": "ALPHA",
-        },
-    )
-    gain_db: float | None = dataclasses.field(
-        default=None,
-        metadata={
-            "help": "random gain: a window's floor rises by up to DB dB",
-            "group": "augmentation",
-            "metavar": "DB",
-        },
-    )
-    random_offsets: bool = dataclasses.field(
-        default=False,
-        metadata={
-            "help": "each epoch, one train window per 3 s slot drawn at a random offset within the track (a "
-            "dataset prepared with --train-hop)",
-            "group": "augmentation",
-        },
+    random_offsets: bool = option(
+        False,
+        "each epoch, one train window per 3 s slot drawn at a random offset within the track (a "
+        "dataset prepared with --train-hop)",
+        "augmentation",
     )
 
     def __post_init__(self) -> None:

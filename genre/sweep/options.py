@@ -11,7 +11,7 @@ from typing import Any
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.split import SPLITS, fold_name
-from genre.config import PRETRAINED_MODES, TrainConfig
+from genre.config import PRETRAINED_MODES, TrainConfig, option
 
 SCHEDULERS = ("fifo", "asha")
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
@@ -44,87 +44,64 @@ class SweepConfig:
     # A field whose metadata holds a flag's help is an option: it defines the sweep (sweep.yaml records
     # it) and is a `genre sweep` flag (genre.cli.option_flags, as TrainConfig's fields are); the rest say
     # where the sweep runs. The options' order is sweep.yaml's.
-    num_samples: int = field(
-        default=1,
-        metadata={
-            "help": "configurations sampled per model (lr, batch size, dropout; default {default})",
-            "group": "models and search",
-        },
+    num_samples: int = option(
+        1,
+        "configurations sampled per model (lr, batch size, dropout; default {default})",
+        "models and search",
     )
-    scheduler: str = field(
-        default="fifo",
-        metadata={
-            "help": "asha stops trials whose validation accuracy trails early (default {default})",
-            "group": "models and search",
-            "choices": SCHEDULERS,
-        },
+    scheduler: str = option(
+        "fifo",
+        "asha stops trials whose validation accuracy trails early (default {default})",
+        "models and search",
+        choices=SCHEDULERS,
     )
-    num_workers: int = field(
-        default=1, metadata={"help": "Ray Train workers per trial (default {default})", "group": "resources"}
-    )
-    cpus_per_trial: float | None = field(
-        default=None,
-        metadata={"help": "CPUs for each trial's workers (default: shared out)", "group": "resources"},
+    num_workers: int = option(1, "Ray Train workers per trial (default {default})", "resources")
+    cpus_per_trial: float | None = option(
+        None, "CPUs for each trial's workers (default: shared out)", "resources"
     )
     # None: auto (share Ray's GPUs among the trials; CPU when Ray has none).
-    gpus_per_trial: float | None = field(
-        default=None,
-        metadata={
-            "help": "GPUs per trial; 0.5 packs two per GPU; 0 trains on CPU (default auto: the trials share "
-            "Ray's GPUs, or the CPU when Ray has none)",
-            "group": "resources",
-            "type": gpus_or_auto,
-            "metavar": "N|auto",
-        },
+    gpus_per_trial: float | None = option(
+        None,
+        "GPUs per trial; 0.5 packs two per GPU; 0 trains on CPU (default auto: the trials share "
+        "Ray's GPUs, or the CPU when Ray has none)",
+        "resources",
+        type=gpus_or_auto,
+        metavar="N|auto",
     )
-    max_concurrent: int | None = field(
-        default=None, metadata={"help": "trials at once (default: as many as fit)", "group": "resources"}
-    )
+    max_concurrent: int | None = option(None, "trials at once (default: as many as fit)", "resources")
     # Restarts after a lost node or a kill, say.
-    max_failures: int = field(
-        default=1,
-        metadata={
-            "help": "restarts of a trial's workers from its last checkpoint after a failure "
-            "(default {default})",
-            "group": "resources",
-        },
+    max_failures: int = option(
+        1,
+        "restarts of a trial's workers from its last checkpoint after a failure (default {default})",
+        "resources",
     )
     # Experiment trackers (genre.sweep.trackers).
-    mlflow: str | None = field(
-        default=None,
-        metadata={
-            "help": "log every trial's metrics to this MLflow tracking URI (a server, or "
-            "sqlite:///mlflow.db); needs pip install 'genre-ray[mlflow]'",
-            "group": "tracking",
-            "metavar": "URI",
-        },
+    mlflow: str | None = option(
+        None,
+        "log every trial's metrics to this MLflow tracking URI (a server, or "
+        "sqlite:///mlflow.db); needs pip install 'genre-ray[mlflow]'",
+        "tracking",
+        metavar="URI",
     )
-    wandb: str | None = field(
-        default=None,
-        metadata={
-            "help": "log every trial's metrics to this Weights & Biases project; needs pip install "
-            "'genre-ray[wandb]'",
-            "group": "tracking",
-            "metavar": "PROJECT",
-        },
+    wandb: str | None = option(
+        None,
+        "log every trial's metrics to this Weights & Biases project; needs pip install 'genre-ray[wandb]'",
+        "tracking",
+        metavar="PROJECT",
     )
     # Folds: data_pipeline.split.cv_splits.
-    cv: bool = field(
-        default=False,
-        metadata={
-            "help": "cross-validation on a dataset prepared with --folds K: K trials per model, trial k "
-            "testing on fold k, validating on the next, training on the rest",
-            "group": "models and search",
-        },
+    cv: bool = option(
+        False,
+        "cross-validation on a dataset prepared with --folds K: K trials per model, trial k "
+        "testing on fold k, validating on the next, training on the rest",
+        "models and search",
     )
-    seeds: int = field(
-        default=1,
-        metadata={
-            "help": "run every trial with N seeds (--seed, --seed+1, ...), for a spread of each score "
-            "(default {default})",
-            "group": "models and search",
-            "metavar": "N",
-        },
+    seeds: int = option(
+        1,
+        "run every trial with N seeds (--seed, --seed+1, ...), for a spread of each score "
+        "(default {default})",
+        "models and search",
+        metavar="N",
     )
     resume: bool = False
     address: str | None = None
