@@ -16,7 +16,7 @@ From them, for an H100, an estimate (the constants below say what is assumed):
   gpu_mib     CUDA_CONTEXT_MIB + state + activations x ALLOCATOR_SLACK + the train split held on
               the GPU (float16; `--train-in-memory-mib`)
 and the sweep: EPOCHS epochs of TRAIN_SEGMENTS each, plus TRIAL_START_S of Ray per trial.
-Prints one JSON object; bench/README.md turns it into the plan.
+Prints one JSON object; bench/results/gpu.md turns it into the plan.
 """
 
 from __future__ import annotations
