@@ -33,7 +33,7 @@ import torch
 from data_pipeline.manifest import read_manifest
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
 from genre.models import create_model
-from genre.sweep.plan import plan_resources
+from genre.sweep.plan import ResourceRequest, plan_resources
 from genre.train.batches import TRAIN, TrainBatches, read_windows
 from genre.train.forward import as_model_input
 
@@ -93,7 +93,7 @@ def main() -> None:
 
     ray.init(logging_level="WARNING")
     cpus = ray.cluster_resources()["CPU"]
-    plan = plan_resources(cluster_cpus=cpus, cluster_gpus=0, num_trials=1)
+    plan = plan_resources(ResourceRequest(cluster_cpus=cpus, cluster_gpus=0, num_trials=1))
     manifest = read_manifest(args.data)
     trial = TrialConfig.resolve(
         TrainConfig(batch_size=args.batch_size),

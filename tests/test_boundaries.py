@@ -118,5 +118,11 @@ def test_a_process_imports_only_what_it_needs(folder, forbidden):
 
 
 def test_the_contracts_import_neither_torch_nor_ray():
-    contracts = ["genre.config", "genre.run_folder", "genre.reports", "genre.sweep.options", "genre.train.setup"]
+    contracts = [
+        "genre.config",
+        "genre.run_folder",
+        "genre.reports",
+        "genre.sweep.options",
+        "genre.train.setup",
+    ]
     assert _first_importer(contracts, ("torch", "ray")) == {}

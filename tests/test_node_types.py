@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
+from genre.sweep import autoscaler
 from genre.sweep.autoscaler import kuberay_autoscaling_config, node_types_from_config, scalable_node_types
-from genre.sweep import autoscaler as node_types_module
 from genre.sweep.plan import ClusterGrowth, NodeType
 from tests.ray_nodes import REPO
 
@@ -17,7 +17,7 @@ def nowhere(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("RAY_CLUSTER_NAME", raising=False)
     monkeypatch.delenv("RAY_CLUSTER_NAMESPACE", raising=False)
-    monkeypatch.setattr(node_types_module, "SERVICE_ACCOUNT", tmp_path / "serviceaccount")
+    monkeypatch.setattr(autoscaler, "SERVICE_ACCOUNT", tmp_path / "serviceaccount")
     return tmp_path
 
 
@@ -71,7 +71,7 @@ def test_a_raycluster_the_pod_may_not_read_is_an_autoscaler_whose_node_types_are
     def forbidden(namespace, name, *, timeout_s):
         raise RuntimeError("403 Forbidden: rayclusters.ray.io 'genre' is forbidden")
 
-    monkeypatch.setattr(node_types_module.ray_internals, "get_ray_cluster", forbidden)
+    monkeypatch.setattr(autoscaler.ray_internals, "get_ray_cluster", forbidden)
     growth = scalable_node_types()
     assert growth.node_types is None and growth.autoscaler and "403 Forbidden" in growth.source
 
@@ -86,7 +86,7 @@ def test_a_readable_raycluster_gives_its_node_types(nowhere, monkeypatch):
     cluster["metadata"]["namespace"] = "default"
     asked = []
     monkeypatch.setattr(
-        node_types_module.ray_internals,
+        autoscaler.ray_internals,
         "get_ray_cluster",
         lambda namespace, name, *, timeout_s: asked.append((namespace, name)) or cluster,
     )

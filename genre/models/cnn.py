@@ -31,7 +31,7 @@ def cnn4_blocks(pools: tuple[tuple[int, int], ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register_model("cnn3", description="3-layer CNN baseline (16/32/64, FC 128-64)", lr=1e-4)
+@register_model("cnn3", description="3-layer CNN baseline (16/32/64, FC 128-64)")
 def cnn3(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.Module:
     layers: list[nn.Module] = [DecibelScaling()]
     in_channels = 1
@@ -47,7 +47,7 @@ def cnn3(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.
     )
 
 
-@register_model("cnn4", description="4-layer CNN with batch norm (32-256, FC 512-256)", lr=1e-4)
+@register_model("cnn4", description="4-layer CNN with batch norm (32-256, FC 512-256)")
 def cnn4(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.Module:
     return nn.Sequential(
         DecibelScaling(),
@@ -58,7 +58,7 @@ def cnn4(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.
     )
 
 
-@register_model("cnn4_gru", description="4-layer CNN + bidirectional GRU (3x512) over time", lr=1e-4)
+@register_model("cnn4_gru", description="4-layer CNN + bidirectional GRU (3x512) over time")
 def cnn4_gru(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.Module:
     return nn.Sequential(
         DecibelScaling(),

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from genre.models.cnn import GRU_HIDDEN, GRU_LAYERS
-from genre.models.layers import DecibelScaling, Scaled, TimeGRUHead
+from genre.models.layers import DECIBEL_SCALING, DecibelScaling, Scaled, TimeGRUHead
 from genre.models.pretrained import WeightsSource
 from genre.models.registry import register_model
 
-ONE_CHANNEL = "1 channel: timm sums the RGB stem weights (in_chans=1); dB scaled to about [-1, 1]"
+ONE_CHANNEL = f"1 channel: timm sums the RGB stem weights (in_chans=1); {DECIBEL_SCALING}"
 
 
 def efficientnet_b0_backbone(weights: WeightsSource | None, **kwargs) -> nn.Module:
@@ -46,7 +46,6 @@ class EfficientNetGRU(nn.Module):
     "efficientnet_b0",
     description="EfficientNet-b0 (timm, ImageNet), all layers fine-tuned",
     amp=True,
-    lr=1e-4,
     input_adapter=ONE_CHANNEL,
     pretrained_weights="efficientnet_b0",
 )
@@ -58,7 +57,6 @@ def efficientnet_b0(num_classes: int, dropout: float, weights: WeightsSource | N
     "efficientnet_b0_gru",
     description="EfficientNet-b0 features + bidirectional GRU (3x512) over time",
     amp=True,
-    lr=1e-4,
     input_adapter=ONE_CHANNEL,
     pretrained_weights="efficientnet_b0",
 )

@@ -8,6 +8,8 @@ from torch.nn import functional
 
 # prepare writes dB relative to each segment's peak, clipped at -80: [-80, 0] maps to [-1, 1].
 DB_OFFSET, DB_SCALE = 40.0, 40.0
+# What DecibelScaling does to a network's input, in words for `genre models`.
+DECIBEL_SCALING = "dB scaled to about [-1, 1]"
 
 
 class DecibelScaling(nn.Module):

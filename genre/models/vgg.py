@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from data_pipeline.errors import UserInputError
-from genre.models.layers import Scaled, mlp_classifier
+from genre.models.layers import DECIBEL_SCALING, Scaled, mlp_classifier
 from genre.models.pretrained import WeightsSource, load_state_dict_file
 from genre.models.registry import register_model
 
@@ -67,9 +67,8 @@ def vgg11_features(weights: WeightsSource | None) -> nn.Module:
     "vgg11",
     description="VGG11 (torchvision, ImageNet features) with a new classifier",
     amp=True,
-    lr=1e-4,
     dropout=0.5,
-    input_adapter="1 channel: RGB stem weights summed (timm's adapt_input_conv); dB scaled to about [-1, 1]",
+    input_adapter=f"1 channel: RGB stem weights summed (timm's adapt_input_conv); {DECIBEL_SCALING}",
     pretrained_weights="vgg11",
 )
 def vgg11(num_classes: int, dropout: float, weights: WeightsSource | None) -> nn.Module:

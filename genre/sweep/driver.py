@@ -31,19 +31,21 @@ from data_pipeline.split import cv_splits
 from data_pipeline.storage import Storage, open_storage
 from genre.config import BEST_BY
 from genre.models import get_spec, resolve_weights
+from genre.reports import is_final
 from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
 from genre.sweep.autoscaler import scalable_node_types
-from genre.sweep.gpu_sharing import sharing_note
 from genre.sweep.live_view import LiveView
 from genre.sweep.lock import holding_lock
 from genre.sweep.options import SweepConfig, dataset_folds, dataset_train_offsets
 from genre.sweep.plan import (
     DRIVER_CPUS,
     ResourcePlan,
+    ResourceRequest,
     held_in_memory,
     plan_cluster,
     plan_resources,
     shard_mib,
+    sharing_note,
 )
 from genre.sweep.plots import write_plots
 from genre.sweep.preflight import check_shared
@@ -212,7 +214,7 @@ def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
     address may also grow, with the nodes its autoscaler can add (genre.sweep.autoscaler reads them)."""
     resources = ray.cluster_resources()
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    request = dict(
+    request = ResourceRequest(
         cluster_cpus=resources.get("CPU", 0.0),
         cluster_gpus=resources.get("GPU", 0.0),
         num_trials=trials,
@@ -225,9 +227,9 @@ def _plan(config: SweepConfig, trials: int) -> ResourcePlan:
     )
     cluster = requested_cluster(config.address)
     if cluster is None:
-        return plan_resources(**request)  # genre's own Ray: this machine, and nothing more
+        return plan_resources(request)  # genre's own Ray: this machine, and nothing more
     growth = scalable_node_types(ray_client=cluster.startswith("ray://"))
-    return plan_cluster(growth=growth, **request)
+    return plan_cluster(request, growth)
 
 
 def _train_held(config: SweepConfig, manifest: dict[str, Any], num_workers: int, progress: Progress) -> bool:
@@ -388,7 +390,7 @@ class EpochASHA(ASHAScheduler):
     """
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
-        if result.get("final"):
+        if is_final(result):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 

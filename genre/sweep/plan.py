@@ -1,27 +1,36 @@
-"""How many trials fit at once, and what each asks for: driver and Train workers, and a CPU to spare.
+"""How many trials fit at once, and what each asks for: driver and Train workers, and a CPU to spare;
+whether trials that share a GPU take turns on it; whether a worker holds its train share in memory.
 
 A trial is a Tune driver (it only coordinates: a token CPU share) plus its Train workers. One whole
 CPU (DATA_CPUS) always stays unreserved. It was kept for Ray Data's read tasks (1 CPU each) of a
 streamed train split, which waited for ever without it; a worker now reads its share of a streamed
 split itself (genre.train.batches.StreamedSplit), and the CPU stays as headroom for Ray's own processes
 and for Ray Data jobs (`genre prepare`) on the same cluster.
+
+The planners are pure: they take Ray's numbers in a ResourceRequest and are tested without Ray.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from data_pipeline.errors import UserInputError
 
 DRIVER_CPUS = 0.01
 # Trials that share one GPU when the autoscaler adds GPU nodes for them: about what a GPU holds of
-# the launch-bound models at the study's batch 16 (bench/README.md, the GPU plan).
+# the launch-bound models at the study's batch 16 (bench/results/gpu.md, the GPU plan).
 TRIALS_PER_GPU = 6
 DATA_CPUS = 1.0
 # Ray schedules fractional resources in steps of 1e-4; two decimals keep the numbers readable.
 GRANULARITY = 0.01
+# Sums of fractional shares (3 x 0.33) land a hair off what they add up to: every floor and
+# comparison of CPUs and GPUs allows for that much.
+SLACK = 1e-9
 
 
 class ClusterTooSmall(UserInputError):
@@ -56,6 +65,29 @@ class ClusterGrowth:
 
 
 @dataclass(frozen=True)
+class ResourceRequest:
+    """What Ray has and what the sweep asks for: both planners' input.
+
+    `largest_node_*` None: one node holds everything. `cpus_per_trial`, `gpus_per_trial` None: "auto".
+    """
+
+    cluster_cpus: float
+    cluster_gpus: float
+    num_trials: int
+    num_workers: int = 1
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    largest_node_cpus: float | None = None
+    largest_node_gpus: float | None = None
+
+    @property
+    def together(self) -> int:
+        """The trials that would run at once if the resources held them all."""
+        return min(self.num_trials, self.max_concurrent or self.num_trials)
+
+
+@dataclass(frozen=True)
 class ResourcePlan:
     """What each trial asks for, and how many run at once."""
 
@@ -72,7 +104,7 @@ class ResourcePlan:
     @property
     def torch_threads(self) -> int:
         """Intra-op threads per worker: its whole CPUs, at least one."""
-        return max(1, math.floor(self.cpus_per_worker + 1e-9))
+        return max(1, _whole(self.cpus_per_worker))
 
     def describe(self) -> str:
         gpus = f", {self.num_workers * self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
@@ -83,33 +115,25 @@ class ResourcePlan:
         )
 
 
-def plan_resources(
-    *,
-    cluster_cpus: float,
-    cluster_gpus: float,
-    num_trials: int,
-    num_workers: int = 1,
-    cpus_per_trial: float | None = None,
-    gpus_per_trial: float | None = None,
-    max_concurrent: int | None = None,
-    largest_node_cpus: float | None = None,
-    largest_node_gpus: float | None = None,
-) -> ResourcePlan:
+def plan_resources(request: ResourceRequest) -> ResourcePlan:
     """Fit the trials into the cluster, or say why they cannot fit.
 
     A worker runs on one node: on a cluster of several nodes its share is capped at the largest
-    node's CPUs (None: one node holds everything). `gpus_per_trial` None ("auto"): Ray's GPUs are
-    shared among the trials, or none are used when Ray has none.
+    node's CPUs. `gpus_per_trial` None ("auto"): Ray's GPUs are shared among the trials, or none are
+    used when Ray has none.
     """
+    cluster_cpus, cluster_gpus = request.cluster_cpus, request.cluster_gpus
+    num_trials, num_workers, max_concurrent = request.num_trials, request.num_workers, request.max_concurrent
+    cpus_per_trial, gpus_per_trial = request.cpus_per_trial, request.gpus_per_trial
     if num_workers < 1:
         raise UserInputError("--num-workers must be at least 1")
     gpu_notes: list[str] = []
     if gpus_per_trial is None:
-        gpus_per_trial, why = _auto_gpus(cluster_gpus, num_trials, num_workers, max_concurrent)
+        gpus_per_trial, why = _auto_gpus(request)
         gpu_notes.append(why)
     if gpus_per_trial < 0 or (cpus_per_trial is not None and cpus_per_trial <= 0):
         raise UserInputError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
-    if num_workers > 1 and 0 < gpus_per_trial / num_workers < 1 - 1e-9:
+    if num_workers > 1 and 0 < gpus_per_trial / num_workers < 1 - SLACK:
         raise UserInputError(
             f"--num-workers {num_workers} with --gpus-per-trial {gpus_per_trial:g} puts two workers of a "
             "trial on one GPU, which NCCL refuses: give each worker a whole GPU "
@@ -127,15 +151,15 @@ def plan_resources(
             f"--gpus-per-trial {gpus_per_trial:g} asks for more GPUs than Ray has ({cluster_gpus:g}); "
             "pass --gpus-per-trial 0 to train on CPU, or connect to a GPU cluster with --address"
         )
-    by_gpu = math.floor(cluster_gpus / gpus_per_trial + 1e-9) if gpus_per_trial else num_trials
-    wanted = min(num_trials, max_concurrent or num_trials, by_gpu)
+    by_gpu = _whole(cluster_gpus / gpus_per_trial) if gpus_per_trial else num_trials
+    wanted = min(request.together, by_gpu)
     explicit_cpus = cpus_per_trial is not None
     if cpus_per_trial is None:
         # Share what is left after the spare CPU evenly among the trials that will run together.
         per_trial = _floor(usable / wanted - DRIVER_CPUS)
         cpus_per_trial = max(per_trial, GRANULARITY * num_workers)
     needed = DRIVER_CPUS + cpus_per_trial
-    if needed > usable + 1e-9:
+    if needed > usable + SLACK:
         raise ClusterTooSmall(
             f"one trial needs {needed:g} CPUs (a {DRIVER_CPUS:g} driver + {cpus_per_trial:g} for its "
             f"workers) but only {usable:g} of Ray's {cluster_cpus:g} are left after keeping "
@@ -143,27 +167,27 @@ def plan_resources(
         )
     cpus_per_worker = _floor(cpus_per_trial / num_workers) or GRANULARITY
     gpus_per_worker = gpus_per_trial / num_workers
-    node_cpus = cluster_cpus if largest_node_cpus is None else largest_node_cpus
+    node_cpus = cluster_cpus if request.largest_node_cpus is None else request.largest_node_cpus
     # On one node, that node also keeps the spare CPU; on several, another node can.
     worker_cap = _floor(node_cpus - DRIVER_CPUS - (DATA_CPUS if node_cpus >= cluster_cpus else 0.0))
-    if cpus_per_worker > worker_cap + 1e-9:
+    if cpus_per_worker > worker_cap + SLACK:
         if explicit_cpus:
             raise ClusterTooSmall(
                 f"each worker would need {cpus_per_worker:g} CPUs but the largest node has {node_cpus:g}; "
                 "lower --cpus-per-trial or raise --num-workers"
             )
         cpus_per_worker = max(worker_cap, GRANULARITY)
-    node_gpus = cluster_gpus if largest_node_gpus is None else largest_node_gpus
-    if gpus_per_worker > node_gpus + 1e-9:
+    node_gpus = cluster_gpus if request.largest_node_gpus is None else request.largest_node_gpus
+    if gpus_per_worker > node_gpus + SLACK:
         raise ClusterTooSmall(
             f"each worker would need {gpus_per_worker:g} GPUs but the largest node has {node_gpus:g}; "
             "raise --num-workers to spread a trial over several GPUs"
         )
-    fits = min(math.floor(usable / needed + 1e-9), by_gpu)
+    fits = min(_whole(usable / needed), by_gpu)
     notes = gpu_notes
     if max_concurrent is not None and max_concurrent > fits:
         notes.append(f"--max-concurrent {max_concurrent} lowered to {fits}: that is what the resources hold")
-    concurrent = max(1, min(fits, num_trials, max_concurrent or num_trials))
+    concurrent = max(1, min(fits, request.together))
     return ResourcePlan(
         num_workers=num_workers,
         cpus_per_worker=cpus_per_worker,
@@ -173,10 +197,9 @@ def plan_resources(
     )
 
 
-def _auto_gpus(
-    cluster_gpus: float, num_trials: int, num_workers: int, max_concurrent: int | None
-) -> tuple[float, str]:
+def _auto_gpus(request: ResourceRequest) -> tuple[float, str]:
     """GPUs per trial when none were asked for, and why, in words for the sweep's first lines."""
+    cluster_gpus, num_workers = request.cluster_gpus, request.num_workers
     if cluster_gpus <= 0:
         return 0.0, "GPUs: Ray has none, so the trials train on CPU"
     if num_workers > 1:
@@ -187,7 +210,7 @@ def _auto_gpus(
                 "GPU(s): lower --num-workers, or pass --gpus-per-trial 0 to train on CPU"
             )
         return float(num_workers), f"GPUs: one whole GPU per worker ({num_workers} per trial)"
-    together = min(num_trials, max_concurrent or num_trials)
+    together = request.together
     share = min(1.0, _floor(cluster_gpus / together)) or GRANULARITY
     return share, (
         f"GPUs: {share:g} per trial, so that {together} trial(s) share {cluster_gpus:g} GPU(s) "
@@ -195,23 +218,16 @@ def _auto_gpus(
     )
 
 
+def _whole(value: float) -> int:
+    """`value` rounded down, where a hair short of a whole number counts as that number."""
+    return math.floor(value + SLACK)
+
+
 def _floor(value: float) -> float:
-    return math.floor(value / GRANULARITY + 1e-9) * GRANULARITY
+    return _whole(value / GRANULARITY) * GRANULARITY
 
 
-def plan_cluster(
-    *,
-    growth: ClusterGrowth,
-    cluster_cpus: float,
-    cluster_gpus: float,
-    num_trials: int,
-    num_workers: int = 1,
-    cpus_per_trial: float | None = None,
-    gpus_per_trial: float | None = None,
-    max_concurrent: int | None = None,
-    largest_node_cpus: float | None = None,
-    largest_node_gpus: float | None = None,
-) -> ResourcePlan:
+def plan_cluster(request: ResourceRequest, growth: ClusterGrowth) -> ResourcePlan:
     """Plan for a cluster that may grow (one reached by address), as `plan_resources` takes it.
 
     What it has now, when that holds the trials (and holds a GPU, if the trials want one and a node
@@ -221,20 +237,9 @@ def plan_cluster(
     `gpus_per_trial` None ("auto") never turns into CPU training on a cluster that may add GPU nodes
     that genre cannot see: without a GPU now, an autoscaler whose node types are unknown is refused.
     """
-    request: dict[str, Any] = dict(
-        cluster_cpus=cluster_cpus,
-        cluster_gpus=cluster_gpus,
-        num_trials=num_trials,
-        num_workers=num_workers,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        max_concurrent=max_concurrent,
-        largest_node_cpus=largest_node_cpus,
-        largest_node_gpus=largest_node_gpus,
-    )
     node_types = growth.node_types
     cpu_note = None
-    if gpus_per_trial is None and cluster_gpus <= 0:
+    if request.gpus_per_trial is None and request.cluster_gpus <= 0:
         if any(t.gpus > 0 for t in node_types or ()):
             return _node_type_plan(request, node_types or (), growth.source)
         if node_types is None and growth.autoscaler:
@@ -244,10 +249,10 @@ def plan_cluster(
                 "--gpus-per-trial N (N GPUs per trial) to wait for GPU nodes"
             )
         # Nothing can add a GPU: the trials train on CPU, and the first line says why.
-        request["gpus_per_trial"] = 0.0
+        request = replace(request, gpus_per_trial=0.0)
         cpu_note = _cpu_note(growth)
     try:
-        plan = plan_resources(**request)
+        plan = plan_resources(request)
     except ClusterTooSmall as refusal:
         if node_types is None:
             plan = _waiting_plan(request, refusal, growth)
@@ -269,10 +274,10 @@ def _cpu_note(growth: ClusterGrowth) -> str:
     return f"GPUs: Ray has none, and the cluster {adds} ({growth.source}): the trials train on CPU"
 
 
-def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], source: str) -> ResourcePlan:
+def _node_type_plan(request: ResourceRequest, node_types: tuple[NodeType, ...], source: str) -> ResourcePlan:
     """Trials planned as on the nodes of the type they need, as many nodes as the trials fill at
     TRIALS_PER_GPU per GPU (or a trial of several GPU workers needs), the autoscaler's most at most."""
-    gpus = request.get("gpus_per_trial")
+    gpus = request.gpus_per_trial
     gpu_types = [t for t in node_types if t.gpus > 0]
     wants_gpu = bool(gpu_types) if gpus is None else gpus > 0
     notes: tuple[str, ...] = ()
@@ -282,16 +287,17 @@ def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], s
             f"--gpus-per-trial {gpus:g} asks for GPUs, and Ray has none now and adds only {kinds}; "
             "pass --gpus-per-trial 0 to train on CPU"
         )
+    on_nodes = request
     if gpus is None and not wants_gpu:  # auto, with GPUs now that cannot hold a trial, none to add
-        request = {**request, "gpus_per_trial": 0.0}
+        on_nodes = replace(request, gpus_per_trial=0.0)
         notes = ("GPUs: none of the node types the cluster adds has one: the trials train on CPU",)
     # GPU trials on the nodes with the most GPUs; CPU trials on those with the most CPUs.
     node = max(
         gpu_types if wants_gpu else node_types,
         key=lambda t: (t.gpus, t.cpus) if wants_gpu else (t.cpus, -t.gpus),
     )
-    trials, workers = request["num_trials"], request.get("num_workers", 1)
-    per_trial = math.ceil(workers / node.gpus - 1e-9) if wants_gpu and workers > 1 else 1
+    trials, workers = request.num_trials, request.num_workers
+    per_trial = math.ceil(workers / node.gpus - SLACK) if wants_gpu and workers > 1 else 1
     if per_trial > node.max_workers:
         raise UserInputError(
             f"a trial of {workers} workers with a whole GPU each needs {per_trial} of the "
@@ -300,42 +306,48 @@ def _node_type_plan(request: dict[str, Any], node_types: tuple[NodeType, ...], s
     nodes = per_trial
     if wants_gpu and gpus is None and workers == 1:
         nodes = min(node.max_workers, max(1, math.ceil(trials / (TRIALS_PER_GPU * node.gpus))))
-    unit = {"cluster_cpus": node.cpus * nodes, "cluster_gpus": node.gpus * nodes}
-    unit.update(largest_node_cpus=node.cpus, largest_node_gpus=node.gpus)
+    on_nodes = replace(
+        on_nodes,
+        cluster_cpus=node.cpus * nodes,
+        cluster_gpus=node.gpus * nodes,
+        largest_node_cpus=node.cpus,
+        largest_node_gpus=node.gpus,
+    )
     try:
-        plan = plan_resources(**{**request, **unit})
+        plan = plan_resources(on_nodes)
     except UserInputError as error:
         where = f"on the {node.describe()}, the largest this cluster adds"
         raise UserInputError(f"{error} ({where})") from None
-    limit = request.get("max_concurrent") or trials
-    concurrent = max(1, min(trials, limit, plan.max_concurrent * max(node.max_workers // nodes, 1)))
+    concurrent = max(1, min(request.together, plan.max_concurrent * max(node.max_workers // nodes, 1)))
     why = (
-        f"the cluster has {request['cluster_cpus']:g} CPU(s) and {request['cluster_gpus']:g} GPU(s) now; "
+        f"the cluster has {request.cluster_cpus:g} CPU(s) and {request.cluster_gpus:g} GPU(s) now; "
         f"planned for {nodes} of its {node.describe()}, from {source}: the trials wait while its "
         "autoscaler adds them"
     )
     return replace(plan, max_concurrent=concurrent, notes=(why, *notes, *plan.notes))
 
 
-def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, growth: ClusterGrowth) -> ResourcePlan:
+def _waiting_plan(request: ResourceRequest, refusal: ClusterTooSmall, growth: ClusterGrowth) -> ResourcePlan:
     """Each trial's own request (a CPU per worker; the GPUs asked for, or with "auto" the share of
     the GPUs Ray has now), planned on a node that holds one trial; every trial waits in Tune's queue
     for a node that holds it."""
-    workers = request.get("num_workers", 1)
-    cpus = request.get("cpus_per_trial") or float(workers)
-    gpus = request.get("gpus_per_trial")
+    workers = request.num_workers
+    cpus = request.cpus_per_trial or float(workers)
+    gpus = request.gpus_per_trial
     if gpus is None:  # auto with GPUs now (plan_cluster turned auto without GPUs into 0 or a refusal)
         try:
-            gpus, _ = _auto_gpus(
-                request["cluster_gpus"], request["num_trials"], workers, request["max_concurrent"]
-            )
+            gpus, _ = _auto_gpus(request)
         except ClusterTooSmall:  # fewer GPUs now than one trial's workers: a whole one each, waited for
             gpus = float(workers)
-    one_trial = {**request, "cpus_per_trial": cpus, "gpus_per_trial": gpus, "num_trials": 1}
-    one_trial.update(max_concurrent=None, largest_node_cpus=None, largest_node_gpus=None)
-    one_trial.update(cluster_cpus=DATA_CPUS + DRIVER_CPUS + cpus, cluster_gpus=gpus)
-    plan = plan_resources(**one_trial)
-    trials = request["num_trials"]
+    one_trial = ResourceRequest(
+        cluster_cpus=DATA_CPUS + DRIVER_CPUS + cpus,
+        cluster_gpus=gpus,
+        num_trials=1,
+        num_workers=workers,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+    )
+    plan = plan_resources(one_trial)
     unseen = (
         "no autoscaler runs to add nodes, only `ray start` can"
         if not growth.autoscaler
@@ -346,7 +358,35 @@ def _waiting_plan(request: dict[str, Any], refusal: ClusterTooSmall, growth: Clu
         f"asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, --gpus-per-trial) and waits "
         "for a node that holds it"
     )
-    return replace(plan, max_concurrent=min(trials, request.get("max_concurrent") or trials), notes=(why,))
+    return replace(plan, max_concurrent=request.together, notes=(why,))
+
+
+# Without NVIDIA MPS the processes on one GPU are time-sliced, one process's kernels at a time: small
+# models at small batches leave the GPU idle most of each step, so trials sharing it still gain
+# together, each at a fraction of its speed alone. MPS, a daemon of the GPU's node (cluster/README.md
+# says how to run it), runs their kernels side by side.
+MPS_PIPE_VARIABLE = "CUDA_MPS_PIPE_DIRECTORY"
+# Where the MPS control daemon opens its pipes unless told otherwise.
+DEFAULT_MPS_PIPE = "/tmp/nvidia-mps"
+
+
+def mps_running(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether an MPS control daemon serves this machine (its control pipe exists)."""
+    return (Path(environ.get(MPS_PIPE_VARIABLE) or DEFAULT_MPS_PIPE) / "control").exists()
+
+
+def sharing_note(plan: ResourcePlan, local: bool, environ: Mapping[str, str] = os.environ) -> str | None:
+    """A line for the sweep's start when trials share GPUs: with MPS or by taking turns."""
+    if not 0 < plan.gpus_per_worker < 1:
+        return None
+    per_gpu = _whole(1 / plan.gpus_per_worker)
+    if local and mps_running(environ):
+        return f"GPU sharing: up to {per_gpu} trials per GPU, side by side through NVIDIA MPS"
+    where = "on this machine" if local else "on the GPU nodes, unless it was started there"
+    return (
+        f"GPU sharing: up to {per_gpu} trials per GPU take turns on it (time-slicing): NVIDIA MPS, "
+        f"which would run their kernels side by side, is not running {where} (cluster/README.md)"
+    )
 
 
 # Bytes per float16 value on the wire and in memory; a label is an int64.

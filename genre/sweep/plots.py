@@ -1,4 +1,7 @@
-"""The study's figures: train vs validation accuracy per epoch, one PNG per trial and one overview."""
+"""The study's figures: train vs validation accuracy per epoch, one PNG per trial and one overview.
+
+The one module that chooses matplotlib's backend: every other figure's `plt` is imported from here.
+"""
 
 from __future__ import annotations
 

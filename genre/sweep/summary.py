@@ -12,15 +12,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on clusters and CI
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from genre.reports import LEVELS, METRIC_NAMES, metric_columns
+from genre.sweep.plots import plt
 
 NO_FOLD = -1  # the `fold` of a trial in a sweep without cross-validation (one fixed split)
 CONFIDENCE = 0.95  # of every interval

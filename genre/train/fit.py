@@ -25,15 +25,12 @@ from torchmetrics.classification import MulticlassAccuracy
 from genre.config import BEST_BY
 from genre.train.amp import autocast
 from genre.train.augment import Augmenter
-from genre.train.forward import as_model_input, segment_probabilities
+from genre.train.forward import as_model_input, segment_probabilities, window_batch
 from genre.train.metrics import split_metrics
 from genre.train.windows import Batch, Windows
 
 Scores = dict[str, float]
 Weights = dict[str, torch.Tensor]
-# Windows per forward pass when scoring: large on a GPU; small on a CPU, where a 256-window batch's
-# activations overflow the caches (cnn3 scored 91 windows in 0.40 s at 256, 0.25 s at 16).
-EVAL_BATCH = {"cuda": 256, "cpu": 16}
 
 
 @dataclass
@@ -233,7 +230,7 @@ def score_parts(
     for windows in parts:
         if len(windows) == 0:
             continue
-        batches = torch.split(windows.mels, EVAL_BATCH.get(device.type, EVAL_BATCH["cuda"]))
+        batches = torch.split(windows.mels, window_batch(device))
         probabilities.append(segment_probabilities(model, batches, device, amp))
         labels.append(windows.labels.cpu())
         tracks.extend(windows.track_ids)
