@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from genre import reports
 from genre.config import BEST_BY
 from genre.train.amp import autocast
 from genre.train.augment import Augmenter
@@ -142,26 +143,26 @@ def fit(
             # Reseeded rather than carried in the checkpoint: what an epoch draws then depends on
             # nothing a restart loses, on every rank (only rank 0 writes the checkpoint).
             seed_everything(epoch_seed(seed, training.rank, epoch))
-        metrics = {"epoch": epoch, **train_epoch(training, batches(epoch), augmenter, epoch)}
-        metrics["train_s"] = metrics.pop("train_seconds")
-        state.train_seconds += metrics["train_s"]
-        state.samples += int(metrics.pop("samples"))
+        trained, samples = train_epoch(training, batches(epoch), augmenter, epoch)
+        metrics = {reports.EPOCH: epoch, **trained}
+        state.train_seconds += metrics[reports.TRAIN_S]
+        state.samples += samples
         validating = time.perf_counter()
         scores = validate(training.plain_model)
-        metrics["validate_s"] = time.perf_counter() - validating
+        metrics[reports.VALIDATE_S] = time.perf_counter() - validating
         metrics.update(scores)
         if BEST_BY in scores and scores[BEST_BY] > state.best_val:
             state.best_val, state.best_epoch = scores[BEST_BY], epoch
             state.best_metrics = dict(metrics)
             best_weights = cpu_copy(training.plain_model.state_dict())
-        metrics["best_epoch"] = state.best_epoch if state.best_epoch >= 0 else epoch
-        metrics["epoch_time_s"] = time.perf_counter() - started
+        metrics[reports.BEST_EPOCH] = state.best_epoch if state.best_epoch >= 0 else epoch
+        metrics[reports.EPOCH_TIME_S] = time.perf_counter() - started
         state.history.append(dict(metrics))
         state.epoch = epoch
         reporting = time.perf_counter()
         report(metrics, state, best_weights if best_weights is not None else {})
         # What the report and its checkpoint cost, in the trial's own record (history.parquet).
-        state.history[-1]["report_s"] = time.perf_counter() - reporting
+        state.history[-1][reports.REPORT_S] = time.perf_counter() - reporting
     if best_weights is None:  # nothing scored (a worker that does not validate): the last weights
         best_weights = cpu_copy(training.plain_model.state_dict())
     return best_weights
@@ -169,8 +170,9 @@ def fit(
 
 def train_epoch(
     training: Training, batches: Iterable[Batch], augmenter: Augmenter | None = None, epoch: int = 0
-) -> dict[str, float]:
-    """One pass over `batches`: loss and running accuracy over all workers, seconds, samples seen.
+) -> tuple[dict[str, float], int]:
+    """One pass over `batches`: its report (loss and running accuracy over all workers, seconds) and
+    the samples all workers saw.
 
     With an `augmenter`, each batch is augmented first (seeded by the epoch and the batch's index);
     with mixup its targets are probabilities, and the running accuracy is against each window's own label.
@@ -208,12 +210,12 @@ def train_epoch(
         running_accuracy.update(logits.detach().argmax(dim=1), labels)
         seen += len(labels)
     # compute() all-reduces across data-parallel workers: these cover the whole training set.
-    return {
-        "train_loss": float(loss_mean.compute()) if seen else float("nan"),
-        "train_running_accuracy": float(running_accuracy.compute()) if seen else float("nan"),
-        "train_seconds": time.perf_counter() - started,
-        "samples": seen * training.world_size,
+    trained = {
+        reports.TRAIN_LOSS: float(loss_mean.compute()) if seen else float("nan"),
+        reports.TRAIN_RUNNING_ACCURACY: float(running_accuracy.compute()) if seen else float("nan"),
+        reports.TRAIN_S: time.perf_counter() - started,
     }
+    return trained, seen * training.world_size
 
 
 def score(model: nn.Module, windows: Windows, split: str, device: torch.device, amp: str) -> Scores:
