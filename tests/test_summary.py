@@ -149,16 +149,14 @@ def test_several_trials_on_one_unit_are_not_paired():
     assert "cannot be paired" in pair["reason"]
 
 
-@pytest.mark.parametrize("fold", [NO_FOLD, None, "absent"])
+@pytest.mark.parametrize("fold", [NO_FOLD, None])
 def test_runs_without_cross_validation_pair_on_seeds(fold):
-    # NO_FOLD is what a sweep writes; a missing fold (older tables) reads the same.
+    # NO_FOLD is what a sweep writes; a row without a fold reads the same.
     same = [fold] * 3
     table = pd.DataFrame(
         runs("a", [0.9, 0.8, 0.75], same, seeds=[0, 1, 2])
         + runs("b", [0.7, 0.65, 0.6], same, seeds=[0, 1, 2])
     )
-    if fold == "absent":
-        table = table.drop(columns="fold")
     assert compare_pairs(table).iloc[0]["n_pairs"] == 3
 
 

@@ -323,7 +323,5 @@ def _models(table: pd.DataFrame) -> list[str]:
 
 
 def _unit(table: pd.DataFrame, column: str) -> pd.Series:
-    """`fold` or `seed` as integers, NO_FOLD where missing (a table written before cross-validation)."""
-    if column not in table:
-        return pd.Series(NO_FOLD, index=table.index)
+    """`fold` or `seed` as integers, NO_FOLD where a row has none."""
     return pd.to_numeric(table[column], errors="coerce").fillna(NO_FOLD).astype(int)
