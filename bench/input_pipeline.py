@@ -17,12 +17,14 @@ DATA should be GTZAN-sized (`bench/scale.py` writes data-1000). Prints one JSON 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -46,23 +48,36 @@ def read_rate(batches: Iterator[dict[str, torch.Tensor]], device: torch.device) 
     return samples / (time.perf_counter() - started)
 
 
-def measure(loop_config: dict) -> None:
-    config = TrialConfig.from_dict(loop_config["trial"])
+@dataclass(frozen=True)
+class Measurement:
+    """What the one Train worker measures: handed over bound to `measure`, as genre's trials do."""
+
+    trial: TrialConfig
+    models: tuple[str, ...]
+    classes: int
+    read_epochs: int
+    steps: int
+    report: str
+    data: str
+
+
+def measure(setup: Measurement) -> None:
+    config = setup.trial
     torch.set_num_threads(config.torch_threads)
     device = ray.train.torch.get_device()
     report: dict[str, float] = {}
-    streamed = TrainBatches(config, device, whole=None, data=loop_config["data"])
-    for epoch in range(loop_config["read_epochs"]):
+    streamed = TrainBatches(config, device, whole=None, data=setup.data)
+    for epoch in range(setup.read_epochs):
         # Each epoch starts a read of its own (Ray Data's planning and read tasks).
         report[f"streamed_epoch{epoch}_samples_per_s"] = read_rate(streamed(epoch), device)
     started = time.perf_counter()
-    whole = read_windows(loop_config["data"], TRAIN, device)
-    held = TrainBatches(config, device, whole=whole, data=loop_config["data"])
+    whole = read_windows(setup.data, TRAIN, device)
+    held = TrainBatches(config, device, whole=whole, data=setup.data)
     report["in_memory_read_once_s"] = time.perf_counter() - started
-    for epoch in range(loop_config["read_epochs"]):
+    for epoch in range(setup.read_epochs):
         report[f"in_memory_epoch{epoch}_samples_per_s"] = read_rate(held(epoch), device)
-    for model_name in loop_config["models"]:
-        model = create_model(model_name, num_classes=loop_config["classes"]).to(device).train()
+    for model_name in setup.models:
+        model = create_model(model_name, num_classes=setup.classes).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         steps, samples, started = 0, 0, time.perf_counter()
         for batch in held(99):
@@ -74,10 +89,10 @@ def measure(loop_config: dict) -> None:
             loss.backward()
             optimizer.step()
             steps, samples = steps + 1, samples + len(targets)
-            if steps == loop_config["steps"] + 2:
+            if steps == setup.steps + 2:
                 break
         report[f"train_{model_name}_samples_per_s"] = samples / (time.perf_counter() - started)
-    Path(loop_config["report"]).write_text(json.dumps(report))
+    Path(setup.report).write_text(json.dumps(report))
 
 
 def main() -> None:
@@ -103,16 +118,18 @@ def main() -> None:
     )
     report_file = Path(tempfile.mkdtemp()) / "report.json"  # one machine: the worker writes, we read
     trainer = ray.train.torch.TorchTrainer(
-        measure,
-        train_loop_config={
-            "trial": trial.to_dict(),
-            "models": args.models.split(","),
-            "classes": len(manifest["labels"]),
-            "read_epochs": args.read_epochs,
-            "steps": args.steps,
-            "report": str(report_file),
-            "data": str(args.data.resolve()),
-        },
+        functools.partial(
+            measure,
+            Measurement(
+                trial=trial,
+                models=tuple(args.models.split(",")),
+                classes=len(manifest["labels"]),
+                read_epochs=args.read_epochs,
+                steps=args.steps,
+                report=str(report_file),
+                data=str(args.data.resolve()),
+            ),
+        ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=1, resources_per_worker={"CPU": plan.cpus_per_worker}
         ),
