@@ -126,3 +126,19 @@ def test_the_contracts_import_neither_torch_nor_ray():
         "genre.train.setup",
     ]
     assert _first_importer(contracts, ("torch", "ray")) == {}
+
+
+def test_the_architecture_page_names_every_module_under_its_folder():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    sections = {}
+    for section in page.split("\n### ")[1:]:
+        heading, _, body = section.partition("\n")
+        sections[heading.split("`")[1].rstrip("/")] = body
+    packages = sorted(path for path in GENRE.iterdir() if (path / "__init__.py").is_file())
+    missing = []
+    for folder in (DATA_PIPELINE, *packages, GENRE):
+        body = sections.get(str(folder.relative_to(ROOT)), "")
+        for path in sorted(folder.glob("*.py")):
+            if path.name != "__init__.py" and f"- `{path.name}`" not in body:
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
