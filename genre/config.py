@@ -12,6 +12,9 @@ from genre.train.augment import Augment, bundle
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PRETRAINED_MODES = ("auto", "yes", "no")
+# The training recipe's choices (genre.train.recipe builds them); the first of each is the study's.
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
 # The validation score that picks a trial's best epoch, ASHA's metric and a run's best trial.
 BEST_BY = "val_segment_accuracy"
 
@@ -49,6 +52,47 @@ class TrainConfig:
     )
     weights_dir: str | None = option(None, "folder holding ImageNet weight files", "training", metavar="DIR")
     seed: int = option(0, "seeds weights, shuffling and sampling (default {default})", "training")
+    # The recipe (genre.train.recipe): the study's Adam at a constant rate, for every epoch, by default.
+    optimizer: str = option(
+        "adam",
+        "adam (the default) or adamw (decoupled weight decay)",
+        "training",
+        choices=OPTIMIZERS,
+    )
+    weight_decay: float = option(
+        0.0,
+        "weight decay: adamw's decoupled one, adam's L2 term (default {default})",
+        "training",
+        metavar="DECAY",
+    )
+    lr_schedule: str = option(
+        "constant",
+        "the learning rate over the batches: constant (the default), cosine (down to 0 by the last "
+        "batch), onecycle (up to --lr and down again, torch's OneCycleLR)",
+        "training",
+        choices=LR_SCHEDULES,
+    )
+    warmup_epochs: int = option(
+        0,
+        "epochs of linear warm-up from 0 to --lr, batch by batch (constant, cosine); onecycle's rise "
+        "(0.3 of the run when 0) (default {default})",
+        "training",
+        metavar="N",
+    )
+    # Scored by BEST_BY, the score that picks the best epoch.
+    patience: int = option(
+        0,
+        "end a trial when this many epochs bring no better validation accuracy (default 0: train "
+        "every epoch)",
+        "training",
+        metavar="N",
+    )
+    grad_clip: float | None = option(
+        None, "clip the gradients' total norm to this (default: no clipping)", "training", metavar="NORM"
+    )
+    label_smoothing: float = option(
+        0.0, "cross-entropy's label smoothing (default {default})", "training", metavar="EPS"
+    )
     # Held, a worker's share is shuffled whole every epoch; streamed, through the shuffle buffer.
     train_in_memory_mib: int = option(
         2048,
@@ -101,7 +145,29 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        self._check_recipe()
         self.augmentation()  # a bad bundle name or value is refused here, before anything runs
+
+    def _check_recipe(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"--weight-decay cannot be negative, got {self.weight_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"--warmup-epochs must be at least 0 and less than --epochs ({self.epochs}), "
+                f"got {self.warmup_epochs}"
+            )
+        if self.patience < 0:
+            raise ValueError(f"--patience cannot be negative (0 turns it off), got {self.patience}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"--grad-clip must be positive, got {self.grad_clip}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def augmentation(self) -> Augment:
         """What each trial does to its training batches: the bundle, with the options set over it."""
@@ -145,6 +211,14 @@ class TrialConfig:
     seed: int
     train_in_memory_mib: int
     shuffle_buffer: int
+    # The recipe, as TrainConfig's (defaults: the study's, as checkpoints written before it trained).
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    patience: int = 0
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
     # What the trial does to its training batches (genre.train.augment.Augment.to_dict()); empty: nothing.
     augment: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Windows per grid slot of the dataset's train tracks (prepare --train-hop); 1: the grid alone.
@@ -170,12 +244,16 @@ class TrialConfig:
         **run: Any,
     ) -> TrialConfig:
         """`train` for `model`: the model's defaults where `train` has none, then the values Tune
-        sampled for this trial (a learning-rate scale, a batch size, a dropout)."""
+        sampled for this trial: any TrainConfig setting (a search space's, the seed), and the fold."""
         sampled = sampled or {}
+        # Through TrainConfig, so a sampled value is checked as a flag's is and the augmentation options
+        # resolve as one.
+        train = train.replace(**{k: v for k, v in sampled.items() if k in _TRAIN_FIELDS})
         values = {name: getattr(train, name) for name in _SHARED}
-        values["lr"] = (train.lr or defaults.lr) * sampled.get("lr_scale", 1.0)
+        values["lr"] = train.lr or defaults.lr
         values["dropout"] = defaults.dropout if train.dropout is None else train.dropout
-        values.update({k: sampled[k] for k in ("batch_size", "dropout", "seed", "fold") if k in sampled})
+        if "fold" in sampled:
+            values["fold"] = sampled["fold"]
         augment = train.augmentation()
         values["augment"] = augment.to_dict() if augment.active else {}
         return cls(model=model, **{**values, **run})
@@ -201,6 +279,7 @@ class TrialConfig:
 # TrainConfig's fields that a trial takes as they are.
 # (The learning rate and dropout are each model's unless set; the augmentation options resolve into one.)
 _AUGMENT_OPTIONS = ("augment", "freq_mask", "time_mask", "mixup", "gain_db")
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 _SHARED = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("lr", "dropout", *_AUGMENT_OPTIONS)
 )

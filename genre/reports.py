@@ -34,6 +34,8 @@ TRAIN_TIME_S = "train_time_s"
 SAMPLES_PER_S = "samples_per_s"
 STARTED_AT = "started_at"
 FINISHED_AT = "finished_at"
+# Only where --patience ended the trial before its last epoch: the last epoch it trained.
+STOPPED_EARLY = "stopped_early"
 
 # Added on the way: by Ray Train's controller (genre.trial.report_relay), by Tune.
 CHECKPOINT_PATH = "checkpoint_path"

@@ -20,7 +20,7 @@ from genre.cli import (
     sweep_exit_code,
 )
 from genre.cli.sweep import options_given
-from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, SweepConfig, gpus_or_auto
+from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, SweepConfig, gpus_or_auto, search_space_text
 from genre.sweep.record import flag
 from tests.audio_factory import make_clip, make_collection
 
@@ -181,6 +181,8 @@ def a_value_it_takes(action: argparse.Action) -> list[str]:
         return []
     if action.choices:
         return [list(action.choices)[-1]]
+    if action.type is search_space_text:
+        return ["{dropout: {uniform: [0.1, 0.5]}}"]
     return ["3" if action.type is int else "0.5" if action.type in (float, gpus_or_auto) else "/x"]
 
 
@@ -192,7 +194,8 @@ def test_every_sweep_option_has_one_flag_in_the_help_and_the_flag_sets_it():
     for name in (*TRAIN_OPTIONS, *SWEEP_LEVEL):
         (action,) = [action for action in parser._actions if action.dest == name]
         assert action.option_strings == [flag(name)], name  # the flag a --config key becomes
-        assert len(re.findall(rf"^  {re.escape(flag(name))}\b", help_text, re.MULTILINE)) == 1, name
+        # (?![\w-]): --lr, not the start of --lr-schedule.
+        assert len(re.findall(rf"^  {re.escape(flag(name))}(?![\w-])", help_text, re.MULTILINE)) == 1, name
         value = a_value_it_takes(action)
         expected = action.type(value[0]) if value else True
         given = options_given(build_parser().parse_args(["sweep", flag(name), *value]))

@@ -24,6 +24,7 @@ from genre.reports import (
 from genre.train.amp import grad_scaler
 from genre.train.faults import Fault, InjectedFailure
 from genre.train.fit import Training, TrialState, fit, score, seed_everything
+from genre.train.recipe import make_optimizer, make_scheduler
 from genre.train.windows import Windows
 
 CLASSES, MELS, FRAMES = 3, 4, 5
@@ -39,12 +40,25 @@ def windows(count: int = 60, seed: int = 0) -> Windows:
     return Windows(mels.half(), labels, tracks)
 
 
-def training(seed: int = 0, dropout: float = 0.0, amp: str = "off") -> Training:
+def training(seed: int = 0, dropout: float = 0.0, amp: str = "off", **recipe) -> Training:
+    """A toy model and its Training; `recipe`: make_optimizer's, make_scheduler's and Training's
+    settings (optimizer, weight_decay, lr, schedule, epochs, steps_per_epoch, warmup_epochs, grad_clip,
+    label_smoothing)."""
     seed_everything(seed)
     model = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(MELS * FRAMES, CLASSES))
     device = torch.device("cpu")
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    return Training(model, optimizer, grad_scaler(amp, device), device, amp, CLASSES)
+    optimizer = make_optimizer(
+        model.parameters(),
+        recipe.pop("optimizer", "adam"),
+        recipe.pop("lr", 0.05),
+        recipe.pop("weight_decay", 0.0),
+    )
+    scheduling = ("schedule", "epochs", "steps_per_epoch", "warmup_epochs")
+    schedule = {name: recipe.pop(name) for name in scheduling if name in recipe}
+    scheduler = make_scheduler(optimizer, **schedule) if schedule else None
+    return Training(
+        model, optimizer, grad_scaler(amp, device), device, amp, CLASSES, scheduler=scheduler, **recipe
+    )
 
 
 def run(

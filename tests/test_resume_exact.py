@@ -1,5 +1,6 @@
-"""A trial resumed from its checkpoint repeats the uninterrupted run exactly, and a loss that stops
-being a number ends the trial; without Ray, in seconds (genre.train.fit, as genre.train.worker drives it)."""
+"""A trial resumed from its checkpoint repeats the uninterrupted run exactly, whatever its recipe (a
+schedule, a patience), and a loss that stops being a number ends the trial; without Ray, in seconds
+(genre.train.fit, as genre.train.worker drives it)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,46 @@ from tests.test_fit import CLASSES, training, windows
 SEED = 11
 # Seconds differ from run to run; everything else an epoch records must not.
 TIMINGS = {"train_s", "validate_s", "epoch_time_s", "report_s"}
+STEPS_PER_EPOCH = 8  # windows() in batches of 8
+# Each recipe with the epochs it runs for and the epochs after which a run is interrupted.
+FULL_RECIPE = {
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "schedule": "cosine",
+    "warmup_epochs": 1,
+    "grad_clip": 1.0,
+    "label_smoothing": 0.1,
+}
+RECIPES = {
+    "study": ({}, 4, (0, 2)),
+    "cosine with warm-up": ({"schedule": "cosine", "warmup_epochs": 1}, 4, (0, 2)),
+    "onecycle": ({"schedule": "onecycle"}, 4, (1,)),
+    # Best at epochs 0 and 2, then no better: stopped after epoch 4; interrupted there, the restored
+    # run stops without another epoch.
+    "patience": ({**FULL_RECIPE, "patience": 2}, 8, (0, 2, 4)),
+}
+CASES = [(name, stop) for name, (_, _, stops) in RECIPES.items() for stop in stops]
 
 
 class Interrupted(Exception):
     """The worker lost right after an epoch's checkpoint was written."""
 
 
-def worker_run(data, epochs: int, *, stop_after: int | None = None, checkpoint: Path | None = None):
-    """What genre.train.worker does: seed, build the model, restore the checkpoint if there is one, fit."""
-    trainer = training(seed=SEED, dropout=0.3)  # seed_everything(seed + rank), then the model
+def worker_run(
+    data,
+    epochs: int,
+    *,
+    stop_after: int | None = None,
+    checkpoint: Path | None = None,
+    recipe: dict | None = None,
+):
+    """What genre.train.worker does: seed, build the model (and its recipe's optimizer and schedule),
+    restore the checkpoint if there is one, fit."""
+    recipe = dict(recipe or {})
+    patience = recipe.pop("patience", 0)
+    if "schedule" in recipe:
+        recipe.update(epochs=epochs, steps_per_epoch=STEPS_PER_EPOCH)
+    trainer = training(seed=SEED, dropout=0.3, **recipe)  # seed_everything(seed + rank), then the model
     state, best = TrialState(), None
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -49,6 +81,7 @@ def worker_run(data, epochs: int, *, stop_after: int | None = None, checkpoint: 
         best_weights=best,
         augmenter=Augmenter(augment, CLASSES, SEED),
         seed=SEED,
+        patience=patience,
     )
     return trainer, state, best
 
@@ -65,21 +98,27 @@ def without_timings(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
 
 
-@pytest.mark.parametrize("stop_after", [0, 2])
-def test_a_trial_interrupted_after_an_epoch_and_resumed_ends_bit_identical(tmp_path, stop_after):
+@pytest.mark.parametrize(("recipe", "stop_after"), CASES)
+def test_a_trial_interrupted_after_an_epoch_and_resumed_ends_bit_identical(tmp_path, recipe, stop_after):
     data = windows()
-    whole_trainer, whole, whole_best = worker_run(data, epochs=4)
+    settings, epochs, _ = RECIPES[recipe]
+    whole_trainer, whole, whole_best = worker_run(data, epochs=epochs, recipe=settings)
 
     checkpoint = tmp_path / "state.pt"
     with pytest.raises(Interrupted):
-        worker_run(data, epochs=4, stop_after=stop_after, checkpoint=checkpoint)
+        worker_run(data, epochs=epochs, stop_after=stop_after, checkpoint=checkpoint, recipe=settings)
     scramble_global_generators()
-    resumed_trainer, resumed, resumed_best = worker_run(data, epochs=4, checkpoint=checkpoint)
+    resumed_trainer, resumed, resumed_best = worker_run(
+        data, epochs=epochs, checkpoint=checkpoint, recipe=settings
+    )
 
-    assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
+    trained = 5 if recipe == "patience" else epochs
+    assert [row["epoch"] for row in resumed.history] == list(range(trained))
+    assert resumed.stopped_early == whole.stopped_early == (recipe == "patience")
     # Every loss, accuracy and score of every epoch, to the last bit (== on floats).
     assert without_timings(resumed.history) == without_timings(whole.history)
-    assert (resumed.best_epoch, resumed.best_val, resumed.samples) == (
+    assert (resumed.epoch, resumed.best_epoch, resumed.best_val, resumed.samples) == (
+        whole.epoch,
         whole.best_epoch,
         whole.best_val,
         whole.samples,
@@ -90,6 +129,14 @@ def test_a_trial_interrupted_after_an_epoch_and_resumed_ends_bit_identical(tmp_p
     moments = resumed_trainer.optimizer.state_dict()["state"]
     for slot, expected_moments in whole_trainer.optimizer.state_dict()["state"].items():
         assert all(torch.equal(moments[slot][k], v) for k, v in expected_moments.items())
+    # The rate, betas and weight decay where the run ended, and the schedule's step count and phases.
+    assert resumed_trainer.optimizer.param_groups[0].keys() == whole_trainer.optimizer.param_groups[0].keys()
+    for name, value in whole_trainer.optimizer.param_groups[0].items():
+        if name != "params":
+            assert resumed_trainer.optimizer.param_groups[0][name] == value, name
+    if "schedule" in settings:
+        assert resumed_trainer.scheduler.state_dict() == whole_trainer.scheduler.state_dict()
+        assert resumed_trainer.scheduler.last_epoch == STEPS_PER_EPOCH * trained
 
 
 def test_a_batch_that_makes_the_loss_nan_ends_the_trial_before_the_weights_take_it():

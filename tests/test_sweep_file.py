@@ -8,7 +8,7 @@ import yaml
 from data_pipeline.errors import UserInputError
 from genre.sweep.options import SweepConfig
 from genre.sweep.options_file import read_options_file
-from genre.sweep.record import SWEEP_FILE, read_sweep_record
+from genre.sweep.record import SWEEP_FILE, SweepRecord, read_sweep_record, resume_changes, write_sweep_record
 from tests.test_refusals import one_line_error
 
 
@@ -33,6 +33,9 @@ def test_keys_as_flags_or_names_nulls_and_genres_own_record_keys(tmp_path):
         ("epochs: [1\n", "is not YAML"),
         ("epochs: ten\n", "argument --epochs: invalid int value: 'ten'"),
         ("scheduler: hyperband\n", "argument --scheduler: invalid choice: 'hyperband'"),
+        ("search: grid\n", "argument --search: invalid choice: 'grid'"),
+        ("search:\n  lr: {loguniform: [0, 1.0e-2]}\n", "search: lr: loguniform needs low > 0, not 0.0"),
+        ("search: {lr: {choice: [0.1]}}\nsearch_space: {dropout: {choice: [0.1]}}\n", "under both"),
     ],
 )
 def test_a_bad_file_is_refused_in_one_line_naming_it(capsys, tmp_path, text, expected):
@@ -103,3 +106,25 @@ def test_a_tracker_whose_package_is_missing_is_refused_before_ray_starts(monkeyp
     )
     with pytest.raises(UserInputError, match=r"--wandb needs the wandb package.*genre-ray\[wandb\]"):
         trackers.check_trackers(None, "my-project")
+
+
+def test_sweep_yaml_records_the_search_and_its_space_and_a_resume_with_another_is_refused(tmp_path):
+    from data_pipeline.storage import open_storage
+    from genre.run_folder import RunStorage
+
+    space = {"lr": {"loguniform": ["1e-4", 1.0e-2]}, "batch_size": {"choice": [16, 32]}}
+    config = SweepConfig(data="d", out=tmp_path, search="optuna", search_space=space, num_samples=2)
+    storage = RunStorage(open_storage(tmp_path)).location
+    write_sweep_record(tmp_path, SweepRecord(storage, "d", "", config.options()))
+    recorded = read_sweep_record(tmp_path).options
+    assert recorded["search"] == "optuna"
+    assert recorded["search_space"] == {
+        "lr": {"loguniform": [1e-4, 1e-2]},
+        "batch_size": {"choice": [16, 32]},
+    }
+    # The record is a --config file of the same search.
+    assert read_options_file(tmp_path / SWEEP_FILE)["search_space"] == recorded["search_space"]
+    assert resume_changes(recorded, config.options()) == {}
+    wider = SweepConfig(data="d", out=tmp_path, search="optuna", search_space={"lr": {"uniform": [0.1, 0.2]}})
+    with pytest.raises(UserInputError, match=r"--search-space \{.*\} \(the sweep has \{.*\}\)"):
+        resume_changes(recorded, {**wider.options(), "num_samples": 2})

@@ -2,8 +2,6 @@
 
 from types import SimpleNamespace
 
-import pytest
-
 from genre.config import ModelDefaults, TrainConfig, TrialConfig
 from genre.models import get_spec
 from genre.sweep.results import failure_line, trial_dirname, trial_id_of
@@ -22,10 +20,10 @@ def test_the_sweeps_options_win_over_the_models_defaults():
     assert (trial.lr, trial.dropout, trial.batch_size) == (1e-3, 0.0, 64)
 
 
-def test_sampled_values_scale_the_learning_rate_and_replace_batch_and_dropout():
-    sampled = {"model": "cnn4", "lr_scale": 10.0, "batch_size": 32, "dropout": 0.45}
-    trial = TrialConfig.resolve(TrainConfig(), "cnn4", DEFAULTS, sampled)
-    assert (trial.lr, trial.batch_size, trial.dropout) == (pytest.approx(3e-3), 32, 0.45)
+def test_sampled_values_replace_the_sweeps_and_the_models():
+    sampled = {"model": "cnn4", "lr": 3e-3, "batch_size": 32, "dropout": 0.45, "weight_decay": 0.01}
+    trial = TrialConfig.resolve(TrainConfig(lr=1e-3), "cnn4", DEFAULTS, sampled)
+    assert (trial.lr, trial.batch_size, trial.dropout, trial.weight_decay) == (3e-3, 32, 0.45, 0.01)
 
 
 def test_a_registered_models_defaults_are_its_specs():

@@ -6,8 +6,9 @@ Adding a model is one builder function decorated with `@register_model(...)` in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -16,6 +17,11 @@ from genre.models.layers import DECIBEL_SCALING
 from genre.models.pretrained import WeightsSource
 
 Builder = Callable[[int, float, WeightsSource | None], nn.Module]
+# A model's search space when it registers none (`genre sweep --num-samples N` without --search-space):
+# the rate a decade either side of its own, as the study's models are tuned about theirs, and these.
+SEARCH_LR_FACTOR = 10.0
+SEARCH_BATCH_SIZES = [16, 32, 64]
+SEARCH_DROPOUT = [0.1, 0.5]
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,24 @@ class ModelSpec:
     input_adapter: str
     # Name of the ImageNet weights the builder can start from (see genre.models.pretrained), or None.
     pretrained_weights: str | None = None
+    # Its own search space, as a `search:` section writes one; None: `search_space`'s default.
+    search: Mapping[str, Any] | None = None
 
     @property
     def supports_pretrained(self) -> bool:
         return self.pretrained_weights is not None
+
+    def search_space(self, lr: float | None = None) -> dict[str, Any]:
+        """The distributions a sweep draws this model's trials from when it is given none: its own, else
+        the rate about `lr` (the sweep's --lr, else the model's), batch size and dropout."""
+        if self.search is not None:
+            return {name: dict(distribution) for name, distribution in self.search.items()}
+        centre = lr or self.lr
+        return {
+            "lr": {"loguniform": [centre / SEARCH_LR_FACTOR, centre * SEARCH_LR_FACTOR]},
+            "batch_size": {"choice": list(SEARCH_BATCH_SIZES)},
+            "dropout": {"uniform": list(SEARCH_DROPOUT)},
+        }
 
     @property
     def defaults(self) -> ModelDefaults:
@@ -56,14 +76,16 @@ def register_model(
     dropout: float = 0.2,
     input_adapter: str = DECIBEL_SCALING,
     pretrained_weights: str | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Register `builder(num_classes, dropout, weights) -> nn.Module` under `name`."""
+    """Register `builder(num_classes, dropout, weights) -> nn.Module` under `name`; `search`, a search
+    space as a sweep's `search:` section writes one, replaces the default one of its sweeps."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelSpec(
-            name, builder, description, amp, lr, dropout, input_adapter, pretrained_weights
+            name, builder, description, amp, lr, dropout, input_adapter, pretrained_weights, search
         )
         return builder
 

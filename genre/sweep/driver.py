@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.loopback import requested_cluster
@@ -36,7 +37,7 @@ from genre.run_folder import EXPERIMENT, RunFolder, RunStorage
 from genre.sweep.autoscaler import scalable_node_types
 from genre.sweep.live_view import LiveView
 from genre.sweep.lock import holding_lock
-from genre.sweep.options import SweepConfig, dataset_folds, dataset_train_offsets
+from genre.sweep.options import SweepConfig, dataset_folds, dataset_train_offsets, parse_search_space
 from genre.sweep.plan import (
     DRIVER_CPUS,
     ResourcePlan,
@@ -52,6 +53,7 @@ from genre.sweep.preflight import check_shared
 from genre.sweep.record import new_record, resumed_record, write_sweep_record
 from genre.sweep.results import collect, trial_dirname, write_results
 from genre.sweep.results_text import render_table
+from genre.sweep.search import unit_search
 from genre.sweep.storage_faults import StopOnRefusedWrites, check_storage_answers, watch_storage, writing_into
 from genre.sweep.trackers import tracker_callbacks
 from genre.trial.trainable import TrialSetup, genre_trial, ray_storage
@@ -132,6 +134,7 @@ def _run_locked(
         where = f"the run storage {storage.storage}"
         locks.enter_context(holding_lock(storage.storage, where, _command(config), progress))
 
+    spaces = _search_spaces(config, manifest)
     # ASHA stops trials early, and only Ray Train's placement group cleaner, through the dashboard's
     # state API, then frees their workers' resources (without it, later trials wait forever).
     connect_ray(config.address, dashboard=config.scheduler == "asha", worker_logs=False)
@@ -142,6 +145,12 @@ def _run_locked(
     for note in (*plan.notes, *([sharing] if sharing else [])):
         progress(f"note: {note}")
     progress(f"sweep: {trials} trial(s) of {', '.join(config.models)}; {plan.describe()}")
+    if spaces:
+        searched = sorted({name for space in spaces.values() for name in space})
+        progress(
+            f"search: {config.search}, {config.num_samples} configuration(s) per model over "
+            f"{', '.join(searched)}"
+        )
 
     held = _train_held(config, manifest, plan.num_workers, progress)
     setup = TrialSetup(
@@ -173,7 +182,7 @@ def _run_locked(
         write_sweep_record(run.out, record)
     except OSError as error:
         raise UserInputError(f"cannot write to OUT {str(config.out)!r}: {error.strerror}") from None
-    tuner = _tuner(config, trainable, plan, storage, setup.folds, progress)
+    tuner = _tuner(config, trainable, plan, storage, setup.folds, spaces, progress)
     # Tune's own console output (a banner, then tables) would interleave with the live view, and on
     # a busy laptop it warns that processing a result took half a second: expected, not actionable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -301,10 +310,31 @@ def _write_summary(config: SweepConfig, manifest: dict[str, Any], table: pd.Data
     return summary.summary_markdown(per_model, pairs, protocol)
 
 
+def _search_spaces(config: SweepConfig, manifest: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """Each model's search space (--search-space, else the model's own from the registry), checked;
+    None when the trials search nothing and take the sweep's settings."""
+    if not config.searches():
+        return None
+    if config.search_space is not None:  # checked with the options
+        return {model: config.search_space for model in config.models}
+    spaces = {}
+    for model in config.models:
+        spaces[model] = parse_search_space(get_spec(model).search_space(config.train.lr))
+        config.check_space(spaces[model], manifest)
+    return spaces
+
+
 def _tuner(
-    config: SweepConfig, trainable, plan: ResourcePlan, storage: RunStorage, folds: int, progress: Progress
+    config: SweepConfig,
+    trainable,
+    plan: ResourcePlan,
+    storage: RunStorage,
+    folds: int,
+    spaces: dict[str, dict[str, Any]] | None,
+    progress: Progress,
 ) -> tune.Tuner:
-    """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun)."""
+    """A new Tuner, or the interrupted one in the storage when resuming (finished trials are not rerun,
+    and the search goes on from its saved state)."""
     experiment = storage.experiment
     if config.resume and _has_trial_state(experiment):
         progress(f"resuming the sweep in {experiment}")
@@ -318,10 +348,10 @@ def _tuner(
         progress(f"the sweep in {experiment} was stopped before it saved any trial: starting it afresh")
     return tune.Tuner(
         trainable,
-        param_space=_param_space(config, folds),
+        # Tune's grid of the units; a search's trials take their units from the searcher.
+        param_space=_param_space(config, folds) if spaces is None else {"epochs": config.train.epochs},
         tune_config=tune.TuneConfig(
-            num_samples=config.num_samples,
-            max_concurrent_trials=plan.max_concurrent,
+            **_search_config(config, plan, folds, spaces),
             scheduler=_scheduler(config),
             trial_dirname_creator=trial_dirname,
         ),
@@ -365,6 +395,36 @@ def _protocol(manifest: dict[str, Any]) -> str:
     return f"{split['protocol']} ({method})" if method else split["protocol"]
 
 
+def _search_config(
+    config: SweepConfig, plan: ResourcePlan, folds: int, spaces: dict[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """TuneConfig's search: Tune's grid, one trial per unit; or a UnitSearch (genre.sweep.search) that
+    gives each unit its --num-samples configurations."""
+    if spaces is None:
+        return {"num_samples": 1, "max_concurrent_trials": plan.max_concurrent}
+    units = _units(config, folds)
+    searcher = unit_search(
+        config.search, units, [spaces[unit["model"]] for unit in units], config.num_samples, config.train.seed
+    )
+    # The planner's trials at once, and no more suggestions than that: each suggestion then comes
+    # after the scores of all but the trials still running.
+    return {
+        "search_alg": ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent),
+        "num_samples": len(units) * config.num_samples,
+    }
+
+
+def _units(config: SweepConfig, folds: int) -> list[dict[str, Any]]:
+    """What a search's trials of one unit share: its model, x every fold with --cv, x every seed with
+    --seeds N (as Tune's grid gives them)."""
+    units: list[dict[str, Any]] = [{"model": model} for model in config.models]
+    if folds:
+        units = [{**unit, "fold": fold} for unit in units for fold in range(folds)]
+    if config.seeds > 1:
+        units = [{**unit, "seed": seed} for unit in units for seed in config.seed_values()]
+    return units
+
+
 def _param_space(config: SweepConfig, folds: int) -> dict[str, Any]:
     """Tune's grid: every model, x every fold with --cv, x every seed with --seeds N."""
     space: dict[str, Any] = {"model": tune.grid_search(list(config.models)), "epochs": config.train.epochs}
@@ -372,11 +432,6 @@ def _param_space(config: SweepConfig, folds: int) -> dict[str, Any]:
         space["fold"] = tune.grid_search(list(range(folds)))
     if config.seeds > 1:
         space["seed"] = tune.grid_search(config.seed_values())
-    if config.num_samples > 1:
-        # Sampled around each model's own defaults: lr x [0.1, 10] log-uniform, batch, dropout.
-        space["lr_scale"] = tune.loguniform(0.1, 10.0)
-        space["batch_size"] = tune.choice([16, 32, 64])
-        space["dropout"] = tune.uniform(0.1, 0.5)
     return space
 
 

@@ -51,6 +51,8 @@ class LiveView(Callback):
             segment = result.get(TEST_ACCURACY["segment"], float("nan"))
             track = result.get(TEST_ACCURACY["track"], float("nan"))
             text = f"{_name(trial)} finished: test accuracy {segment:.3f} (segment), {track:.3f} (track)"
+            if reports.STOPPED_EARLY in result:
+                text += f"; stopped early by --patience after epoch {result[reports.STOPPED_EARLY] + 1}"
         else:
             epochs = trial.config.get("epochs", "?")
             text = (

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import math
+import typing
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from data_pipeline.errors import UserInputError
 from data_pipeline.split import SPLITS, fold_name
 from genre.config import PRETRAINED_MODES, TrainConfig, option
 
 SCHEDULERS = ("fifo", "asha")
+# How each model's --num-samples configurations are chosen (genre.sweep.search).
+SEARCHES = ("random", "optuna", "hyperopt")
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
+# A search space's distributions, as a `search:` section writes them: `lr: {loguniform: [1.0e-4, 1.0e-2]}`.
+# randint's high is excluded, as in Tune.
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+# TrainConfig's settings that a trial cannot take from a search space, and why; every other one can.
+NOT_SEARCHABLE = {
+    "epochs": "--epochs is every trial's budget (and ASHA's)",
+    "seed": "each configuration's seed is --seed (and --seeds N)",
+    "pretrained": "whether a model starts from ImageNet weights is decided before the trials",
+    "weights_dir": "whether a model starts from ImageNet weights is decided before the trials",
+    "train_in_memory_mib": "whether the workers hold the train split is decided before the trials",
+}
 
 
 def gpus_or_auto(text: str) -> float | None:
@@ -33,6 +50,121 @@ def _all_models() -> tuple[str, ...]:
     return tuple(model_names())
 
 
+def search_space_text(text: str) -> dict[str, Any]:
+    """`--search-space`'s value: a YAML (or JSON) mapping, checked by `parse_search_space`."""
+    try:
+        space = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"not YAML: {text!r}") from None
+    if not isinstance(space, dict):
+        raise argparse.ArgumentTypeError(f"a mapping of setting: {{distribution: [...]}}, not {text!r}")
+    return space
+
+
+def searchable_settings() -> tuple[str, ...]:
+    """The settings a search space may name: TrainConfig's fields but NOT_SEARCHABLE's."""
+    return tuple(name for name in TRAIN_OPTIONS if name not in NOT_SEARCHABLE)
+
+
+def parse_search_space(raw: Any) -> dict[str, dict[str, list[Any]]]:
+    """A search space as written (`{lr: {loguniform: [1e-4, 1e-2]}}`) in its one form: each setting's
+    distribution and its values as the setting's type. Refuses, in one line naming the setting, what is
+    not one."""
+    if not isinstance(raw, dict) or not raw:
+        raise UserInputError(
+            "search: a mapping of setting: {distribution: [...]}, e.g. {lr: {loguniform: [1.0e-4, 1.0e-2]}}"
+        )
+    searchable = searchable_settings()
+    space = {}
+    for key, spec in raw.items():
+        name = str(key).strip().replace("-", "_")
+        if name in NOT_SEARCHABLE:
+            raise UserInputError(f"search: {name} cannot be searched: {NOT_SEARCHABLE[name]}")
+        if name not in searchable:
+            raise UserInputError(f"search: unknown setting {name!r}; searchable: {', '.join(searchable)}")
+        if _setting_type(name) not in (bool, int, float, str):
+            raise UserInputError(f"search: {name} cannot be searched: it is not a single value")
+        space[name] = _distribution(name, spec)
+    return space
+
+
+def _distribution(name: str, spec: Any) -> dict[str, list[Any]]:
+    where = f"search: {name}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise UserInputError(f"{where}: one distribution, e.g. {{uniform: [0.1, 0.5]}}, not {spec!r}")
+    ((kind, values),) = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise UserInputError(f"{where}: unknown distribution {kind!r}; one of {', '.join(DISTRIBUTIONS)}")
+    values = list(values) if isinstance(values, list | tuple) else [values]
+    kind_of_setting = _setting_type(name)
+    if kind == "choice":
+        if not values:
+            raise UserInputError(f"{where}: choice needs at least one value")
+        return {kind: [_as_setting(where, value, kind_of_setting, name) for value in values]}
+    if len(values) != 2:
+        raise UserInputError(f"{where}: {kind} takes [low, high], not {values!r}")
+    if kind == "randint":
+        if kind_of_setting not in (int, float):
+            raise UserInputError(f"{where}: {name} is not a number: use choice")
+        low, high = (_as_setting(where, value, int, name) for value in values)
+    else:
+        if kind_of_setting is not float:
+            use = "randint or choice" if kind_of_setting is int else "choice"
+            raise UserInputError(f"{where}: {kind} draws fractions, which {name} does not take: use {use}")
+        low, high = (_as_setting(where, value, float, name) for value in values)
+    if not low < high:
+        raise UserInputError(f"{where}: {kind} needs low < high, not [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise UserInputError(f"{where}: loguniform needs low > 0, not {low}")
+    return {kind: [low, high]}
+
+
+def _setting_type(name: str) -> type:
+    """A TrainConfig field's type, without its None: int, float, str or bool."""
+    annotation = typing.get_type_hints(TrainConfig)[name]
+    types = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
+    return types[0]
+
+
+def _as_setting(where: str, value: Any, kind: type, name: str) -> Any:
+    """`value` as a `kind` setting (YAML reads 1e-4 as text: a number still), else a one-line refusal."""
+    choices = next(f.metadata.get("choices") for f in fields(TrainConfig) if f.name == name)
+    converted = None
+    if isinstance(value, bool) != (kind is bool):  # YAML's true and false: a switch's, which takes no other
+        pass
+    elif kind is float:
+        converted = _number(value)
+    elif kind is int:
+        converted = value if isinstance(value, int) else int(value) if _is_whole(value) else None
+    elif isinstance(value, kind) and (not choices or value in choices):
+        converted = value
+    if converted is not None:
+        return converted
+    takes = {float: "a number", int: "a whole number", bool: "true or false"}.get(kind, "text")
+    takes = f"one of {', '.join(choices)}" if choices else takes
+    raise UserInputError(f"{where}: {value!r} is not a value {name} takes ({takes})")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def space_extremes(distribution: dict[str, list[Any]]) -> list[Any]:
+    """The values a distribution can reach at its ends (every one of a choice): what a check tries."""
+    ((kind, values),) = distribution.items()
+    if kind == "randint":
+        return [values[0], values[1] - 1]
+    return list(values)
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Everything `genre sweep` needs; the CLI builds it from its arguments."""
@@ -46,8 +178,25 @@ class SweepConfig:
     # where the sweep runs. The options' order is sweep.yaml's.
     num_samples: int = option(
         1,
-        "configurations sampled per model (lr, batch size, dropout; default {default})",
+        "configurations per model, from --search-space (else each model's own: lr, batch size, "
+        "dropout) (default {default})",
         "models and search",
+    )
+    search: str = option(
+        "random",
+        "how each model's configurations are chosen: random (the default), optuna or hyperopt (TPE, "
+        "each model searched apart; pip install 'genre-ray[optuna]' or 'genre-ray[hyperopt]')",
+        "models and search",
+        choices=SEARCHES,
+    )
+    # Canonical (parse_search_space) once built; None: each model's own space when there is a search.
+    search_space: Mapping[str, Any] | None = option(
+        None,
+        "distributions over trial settings, as YAML: '{{lr: {{loguniform: [1.0e-4, 1.0e-2]}}, batch_size: "
+        "{{choice: [16, 32]}}}}' (loguniform, uniform, randint, choice); a search: section in --config",
+        "models and search",
+        type=search_space_text,
+        metavar="YAML",
     )
     scheduler: str = option(
         "fifo",
@@ -111,6 +260,10 @@ class SweepConfig:
     # Hidden, for fault-injection tests: {model: genre.train.faults spec}.
     faults: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.search_space is not None:
+            object.__setattr__(self, "search_space", parse_search_space(self.search_space))
+
     @classmethod
     def from_options(cls, options: dict[str, Any], **rest: Any) -> SweepConfig:
         """A sweep from its options by name (as `options()` gives them); defaults for those left out."""
@@ -129,6 +282,10 @@ class SweepConfig:
     def seed_values(self) -> list[int]:
         """The seeds every configuration runs with: --seed, then the next ones for --seeds N."""
         return [self.train.seed + i for i in range(self.seeds)]
+
+    def searches(self) -> bool:
+        """Whether each model's trials take values from a search space (else: the sweep's settings)."""
+        return self.search_space is not None or self.num_samples > 1 or self.search != "random"
 
     def trial_count(self, manifest: dict[str, Any]) -> int:
         """Trials in the sweep: models x samples x folds (with --cv) x seeds."""
@@ -156,8 +313,14 @@ class SweepConfig:
             raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.num_samples < 1:
             raise UserInputError("--num-samples must be at least 1")
+        if self.search not in SEARCHES:
+            raise UserInputError(f"--search must be one of {', '.join(SEARCHES)}")
+        if self.search_space is not None:
+            self.check_space(self.search_space, manifest)
+        from genre.sweep.search import check_search_package
         from genre.sweep.trackers import check_trackers
 
+        check_search_package(self.search)
         check_trackers(self.mlflow, self.wandb)
         if self.seeds < 1:
             raise UserInputError(f"--seeds must be at least 1, not {self.seeds}")
@@ -166,20 +329,34 @@ class SweepConfig:
                 "--scheduler asha stops some seeds of a model early, so its mean over seeds would not be "
                 "comparable: use fifo with --seeds"
             )
-        self._check_augment_fits(manifest["features"])
-        if self.train.random_offsets and dataset_train_offsets(manifest) <= 1:
-            raise UserInputError(
-                "--random-offsets draws among train windows between the grid's, which DATA does not keep: "
-                "prepare it with --train-hop (e.g. 0.5)"
-            )
+        self._check_train(self.train, manifest)
         if self.max_failures < 0:
             raise UserInputError(
                 f"--max-failures must be 0 or more, not {self.max_failures} (a trial that fails forever "
                 "would never end the sweep)"
             )
 
-    def _check_augment_fits(self, features: dict[str, Any]) -> None:
-        augment = self.train.augmentation()
+    def check_space(self, space: dict[str, dict[str, list[Any]]], manifest: dict[str, Any]) -> None:
+        """Refuse a search space (parsed) that could give a trial a setting the sweep would refuse: each
+        setting tried at its distribution's ends, over the sweep's others."""
+        for name, distribution in space.items():
+            for value in space_extremes(distribution):
+                try:
+                    self._check_train(self.train.replace(**{name: value}), manifest)
+                except (ValueError, UserInputError) as error:
+                    raise UserInputError(f"search: {name}: {value!r} is refused: {error}") from None
+
+    def _check_train(self, train: TrainConfig, manifest: dict[str, Any]) -> None:
+        self._check_augment_fits(train, manifest["features"])
+        if train.random_offsets and dataset_train_offsets(manifest) <= 1:
+            raise UserInputError(
+                "--random-offsets draws among train windows between the grid's, which DATA does not keep: "
+                "prepare it with --train-hop (e.g. 0.5)"
+            )
+
+    @staticmethod
+    def _check_augment_fits(train: TrainConfig, features: dict[str, Any]) -> None:
+        augment = train.augmentation()
         for flag, width, size, unit in (
             ("--freq-mask", augment.freq_mask, features["n_mels"], "mel bands"),
             ("--time-mask", augment.time_mask, features["frames"], "frames"),
@@ -204,9 +381,11 @@ class SweepConfig:
                 "--scheduler asha stops trials early, so some folds of a model would end unfinished and "
                 "its mean over folds would not be comparable: use fifo with --cv"
             )
-        if self.cv and self.num_samples > 1:
+        if self.cv and self.searches():
+            what = "--search-space" if self.search_space else "--search"
+            what = "--num-samples" if self.num_samples > 1 else what
             raise UserInputError(
-                "--num-samples samples each trial's configuration apart, so the folds of a model would "
+                f"{what} samples each trial's configuration apart, so the folds of a model would "
                 "train with different settings: with --cv, set --lr, --batch-size, --dropout instead"
             )
 

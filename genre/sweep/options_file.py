@@ -1,7 +1,8 @@
 """A sweep's options as YAML: `genre sweep --config FILE` reads one, and every sweep writes its own.
 
 Keys are the options' names, as the flags spell them or with underscores (`batch-size` or
-`batch_size`; `weights` or `weights_dir`); a value of null is the option's default. The file that a
+`batch_size`; `weights` or `weights_dir`); a value of null is the option's default. A search space is a
+mapping under `search_space:`, or under `search:` (a word there is the search algorithm). The file that a
 sweep writes to OUT (`sweep.yaml`) holds the options it runs with, plus what only genre writes
 (`manifest_sha256`, `resumed`), which `--config` ignores: so a finished sweep's file starts the same
 sweep elsewhere.
@@ -9,13 +10,14 @@ sweep elsewhere.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from data_pipeline.errors import UserInputError
-from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS
+from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, parse_search_space
 
 # A sweep's options fit in a few lines; a bigger file is a mistake (or worse), refused before parsing.
 MAX_FILE_BYTES = 1_000_000
@@ -70,6 +72,8 @@ OPTIONS = ("models", *TRAIN_OPTIONS, *SWEEP_LEVEL)
 # Written by genre into OUT's file; a --config file that holds them (a copy of one) is not refused.
 RECORDED_ONLY = ("manifest_sha256", "resumed")
 _ALIASES = {"weights": "weights_dir"}
+# Options whose value is a mapping: handed to their flag as JSON text, which is YAML.
+MAPPINGS = ("search_space",)
 # The words YAML 1.1 turns into booleans, as the options that take them spell them.
 _BOOLEAN_WORDS = {"amp": {True: "on", False: "off"}}
 
@@ -102,6 +106,17 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
             f"--config {str(path)!r} must be a mapping of option: value, not a {type(values).__name__}"
         )
     options = {option_name(key): value for key, value in values.items()}
+    if isinstance(options.get("search"), dict):  # `search:` naming distributions: the search space
+        if options.get("search_space") is not None:
+            raise UserInputError(
+                f"--config {str(path)!r}: a search space under both search: and search_space:; keep one"
+            )
+        options["search_space"] = options.pop("search")
+    if options.get("search_space") is not None:
+        try:
+            options["search_space"] = parse_search_space(options["search_space"])
+        except UserInputError as error:
+            raise UserInputError(f"--config {str(path)!r}: {error}") from None
     unknown = sorted(set(options) - {*PLACES, *OPTIONS, *RECORDED_ONLY})
     if unknown:
         raise UserInputError(
@@ -134,6 +149,8 @@ def as_arguments(
         elif isinstance(value, bool):
             # YAML reads `pretrained: no` and `amp: off` as false: the word the option takes.
             value = _BOOLEAN_WORDS.get(name, {True: "yes", False: "no"})[value]
+        elif isinstance(value, dict) and name in MAPPINGS:
+            value = json.dumps(value)
         elif isinstance(value, dict):
             raise UserInputError(f"--config: {name} cannot be a mapping")
         arguments += [flag_of[name], str(value)]

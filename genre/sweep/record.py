@@ -8,6 +8,7 @@ value is refused by name, except those that only say how robustly or on what res
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -187,12 +188,16 @@ def _normal(value: Any) -> Any:
     # JSON gives lists where the config holds tuples, and ints where it may hold floats.
     if isinstance(value, tuple | list):
         return [_normal(v) for v in value]
+    if isinstance(value, dict):  # a search space
+        return {k: _normal(v) for k, v in value.items()}
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return value
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value)
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
     return "(default)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)

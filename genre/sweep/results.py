@@ -29,6 +29,7 @@ TABLE_COLUMNS = [
     "split_protocol",
     "epochs",
     reports.BEST_EPOCH,
+    reports.STOPPED_EARLY,  # the last epoch of a trial that --patience ended; empty for the others
     reports.TRAIN_TIME_S,
     reports.SAMPLES_PER_S,
     reports.PARAMS,
@@ -40,6 +41,7 @@ TABLE_COLUMNS = [
     "augment",
     "seed",
     "fold",
+    "sampled",  # JSON: the values the trial's search drew ({} for a trial of the sweep's settings)
     *metric_columns(),
     "retries",
     reports.STARTED_AT,
@@ -48,6 +50,8 @@ TABLE_COLUMNS = [
     "dataset_manifest_sha256",
     "config",
 ]
+# What a trial's Tune config holds besides its drawn values: its unit (model, fold, seed) and epochs.
+UNIT_KEYS = ("model", "fold", "seed", "epochs")
 HISTORY_COLUMNS = [
     "model",
     "trial_id",
@@ -111,6 +115,7 @@ def collect(
             "seed": trial.seed,
             "fold": trial.fold,
             "augment": describe(trial.augment),  # -1 outside a cross-validation (genre.sweep.summary.NO_FOLD)
+            "sampled": sampled_json(sampled),
             "lr": trial.lr,
             "batch_size": trial.batch_size,
             "dropout": trial.dropout,
@@ -181,6 +186,11 @@ def innermost_error(error: BaseException) -> BaseException:
             break
         error = inner
     return error
+
+
+def sampled_json(config: dict[str, Any]) -> str:
+    """A trial's drawn values, from its Tune config: all but what its unit of the sweep fixes."""
+    return config_json(config, leave_out=UNIT_KEYS)
 
 
 def config_json(config: dict[str, Any], leave_out: Iterable[str] = ()) -> str:

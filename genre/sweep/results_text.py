@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from genre import reports
+
 
 def row_labels(table: pd.DataFrame) -> list[str]:
     """Model names, with the trial id where a model has several trials (--num-samples)."""
@@ -49,8 +51,11 @@ def results_markdown(table: pd.DataFrame, header: dict[str, Any]) -> str:
     ]
     for label, (_, row) in zip(row_labels(table), table.iterrows(), strict=True):
         status = row["status"] if not row["error"] else f"{row['status']}: {row['error']}"
+        epochs = _number(row["epochs"], "{:.0f}")
+        if _number(row.get(reports.STOPPED_EARLY)) != "-":
+            epochs += " (stopped early: --patience)"
         lines.append(
-            f"| {label} | {status} | {_number(row['epochs'], '{:.0f}')} | "
+            f"| {label} | {status} | {epochs} | "
             f"{_number(row['best_epoch'], '{:.0f}')} | {_number(row['train_time_s'], '{:.1f}')} | "
             f"{_number(row['samples_per_s'], '{:.1f}')} | {_number(row['params'], '{:,.0f}')} | "
             f"{row['amp'] or ''} | {row['pretrained'] or ''} |"

@@ -124,6 +124,18 @@ class TrainBatches:
         else:
             self.held = whole.grid(config.train_offsets).rank_share(self.rank, self.world_size)
 
+    def steps_per_epoch(self) -> int:
+        """The batches of an epoch, what a learning-rate schedule counts on: exact for a held split;
+        for a streamed one an upper bound, as each epoch deals its files anew (`deal_shards`)."""
+        if self.whole is not None:
+            rows = (int(self.slots.max()) + 1 if len(self.slots) else 0) // self.world_size
+        elif self.held is not None:
+            rows = len(self.held)
+        else:
+            assert self.streamed is not None
+            rows = sum(self.streamed.rows) // self.world_size
+        return -(-rows // self.config.batch_size)
+
     def __call__(self, epoch: int) -> Iterator[Batch]:
 
         seed, batch_size = self.config.seed, self.config.batch_size

@@ -2,8 +2,9 @@
 
 `fit` trains epoch after epoch from a `TrialState` (fresh, or restored from a checkpoint), scores
 each epoch with the `validate` it is given, keeps the best epoch's weights and hands every epoch to
-`report`. The caller decides where batches come from and where reports and checkpoints go: under
-Ray Train that is genre.train.worker; in the tests, plain tensors and lists.
+`report`, until its last epoch or, with a patience, until that many epochs bring no better one. The
+caller decides where batches come from and where reports and checkpoints go: under Ray Train that is
+genre.train.worker; in the tests, plain tensors and lists.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import distributed, nn
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -47,6 +49,7 @@ class TrialState:
     started_at: float = field(default_factory=time.time)
     # Every finished epoch's metrics: carried through restarts, so each epoch is reported once.
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False  # patience ran out after `epoch`, before the last epoch
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,7 +65,8 @@ class TrialState:
 
 @dataclass
 class Training:
-    """A model with what steps it: the optimizer, the loss scaler, the device and the autocast mode."""
+    """A model with what steps it: the optimizer, its per-batch rate schedule, the loss scaler, the
+    gradient clipping, the device and the autocast mode; and the label smoothing of its loss."""
 
     model: nn.Module  # as stepped: wrapped for data parallelism when there are several workers
     optimizer: torch.optim.Optimizer
@@ -72,6 +76,9 @@ class Training:
     num_classes: int
     world_size: int = 1
     rank: int = 0  # this worker's: its dropout and other global draws are its own
+    scheduler: LRScheduler | None = None  # stepped after every batch (genre.train.recipe)
+    grad_clip: float | None = None  # the gradients' largest total norm
+    label_smoothing: float = 0.0
 
     @property
     def plain_model(self) -> nn.Module:
@@ -79,16 +86,25 @@ class Training:
         return getattr(self.model, "module", self.model)
 
     def state_dict(self) -> dict[str, Any]:
+        # The schedule's own state, not rebuilt from the epoch: its step count is the batches trained,
+        # which only a streamed split's epochs know, and OneCycleLR keeps its phases there.
         return {
             "model": self.plain_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            **({"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}),
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         self.plain_model.load_state_dict(saved["model"])
+        # The optimizer after the schedule was built over it: its saved rate replaces the one the
+        # schedule set for batch 0.
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
+        if self.scheduler is not None:
+            if "scheduler" not in saved:
+                raise ValueError("the checkpoint holds no learning-rate schedule, but this trial has one")
+            self.scheduler.load_state_dict(saved["scheduler"])
 
 
 Validate = Callable[[nn.Module], Scores]
@@ -127,6 +143,7 @@ def fit(
     best_weights: Weights | None = None,
     augmenter: Augmenter | None = None,
     seed: int | None = None,
+    patience: int = 0,
 ) -> Weights:
     """Train from `state` up to `epochs`; return the best epoch's weights (on the CPU).
 
@@ -136,8 +153,15 @@ def fit(
     (genre.train.augment) changes the training batches only; validation and scoring never see it.
     With a `seed`, each epoch's global draws (dropout) come from (seed, rank, epoch) alone, so a run
     resumed at any epoch repeats the uninterrupted run exactly; None leaves the generators alone.
+    With a `patience`, training ends (`state.stopped_early`) once that many epochs since the best
+    one brought no better one; rank 0, which scores, decides for every rank.
     """
     for epoch in range(state.epoch + 1, epochs):
+        # Asked before the epoch rather than after the last: a state restored from an epoch's
+        # checkpoint stops here too.
+        if patience and _out_of_patience(training, state, patience):
+            state.stopped_early = True
+            break
         started = time.perf_counter()
         if seed is not None:
             # Reseeded rather than carried in the checkpoint: what an epoch draws then depends on
@@ -168,6 +192,17 @@ def fit(
     return best_weights
 
 
+def _out_of_patience(training: Training, state: TrialState, patience: int) -> bool:
+    """Whether `patience` epochs have passed since the best one, as rank 0 (the one that scores) sees it."""
+    out = state.best_epoch >= 0 and state.epoch - state.best_epoch >= patience
+    if training.world_size > 1 and distributed.is_available() and distributed.is_initialized():
+        # Every rank stops with rank 0, or the others would wait for ever in their next all-reduce.
+        verdict = torch.tensor([int(out)], device=training.device)
+        distributed.broadcast(verdict, src=0)
+        out = bool(verdict.item())
+    return out
+
+
 def train_epoch(
     training: Training, batches: Iterable[Batch], augmenter: Augmenter | None = None, epoch: int = 0
 ) -> tuple[dict[str, float], int]:
@@ -176,6 +211,7 @@ def train_epoch(
 
     With an `augmenter`, each batch is augmented first (seeded by the epoch and the batch's index);
     with mixup its targets are probabilities, and the running accuracy is against each window's own label.
+    Label smoothing mixes any targets, mixup's included, with the uniform distribution (cross_entropy).
     A loss that is not a finite number raises FloatingPointError before it reaches the weights.
     """
     model, device = training.model, training.device
@@ -194,7 +230,9 @@ def train_epoch(
         with autocast(training.amp, device):
             logits = model(inputs)
             # On float32 logits: the study applied softmax before a cross-entropy that applies it again.
-            loss = nn.functional.cross_entropy(logits.float(), targets)
+            loss = nn.functional.cross_entropy(
+                logits.float(), targets, label_smoothing=training.label_smoothing
+            )
         # One sync per step, as torchmetrics' own NaN check made before: a step on a NaN loss would
         # make every weight NaN, and the trial would go on to "complete" with them.
         if not torch.isfinite(loss):
@@ -204,8 +242,14 @@ def train_epoch(
             )
         training.optimizer.zero_grad(set_to_none=True)
         training.scaler.scale(loss).backward()
+        if training.grad_clip is not None:
+            # The true gradients' norm: unscaled first when fp16's scaler multiplied the loss.
+            training.scaler.unscale_(training.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
         training.scaler.step(training.optimizer)
         training.scaler.update()
+        if training.scheduler is not None:
+            training.scheduler.step()
         loss_mean.update(loss.detach(), weight=len(labels))
         running_accuracy.update(logits.detach().argmax(dim=1), labels)
         seen += len(labels)

@@ -37,6 +37,7 @@ from genre.train.fit import (
     score_parts,
     seed_everything,
 )
+from genre.train.recipe import make_optimizer, make_scheduler
 from genre.train.setup import WorkerSetup
 
 STATE_FILE = "state.pt"
@@ -63,11 +64,7 @@ def run_worker(setup: WorkerSetup) -> None:
     model = create_model(config.model, num_classes=num_classes, dropout=config.dropout, weights=weights)
     params = count_parameters(model)
     model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    training = Training(
-        model, optimizer, grad_scaler(amp, device), device, amp, num_classes, world_size, rank=rank
-    )
-    state, best_weights = restore(training)
+    optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
 
     # Rank 0 scores: it holds the val and test windows, and scores the train split at the end.
     scores_here = rank == 0
@@ -94,6 +91,28 @@ def run_worker(setup: WorkerSetup) -> None:
         else None
     )
     batches = TrainBatches(config, device, whole_train, data, pinned)
+    # Built once the batches are known: the schedule counts them.
+    scheduler = make_scheduler(
+        optimizer,
+        config.lr_schedule,
+        epochs=config.epochs,
+        steps_per_epoch=batches.steps_per_epoch(),
+        warmup_epochs=config.warmup_epochs,
+    )
+    training = Training(
+        model,
+        optimizer,
+        grad_scaler(amp, device),
+        device,
+        amp,
+        num_classes,
+        world_size,
+        rank=rank,
+        scheduler=scheduler,
+        grad_clip=config.grad_clip,
+        label_smoothing=config.label_smoothing,
+    )
+    state, best_weights = restore(training)
     fault = Fault.parse(config.fault) if config.fault else None
     best_weights = fit(
         training,
@@ -105,9 +124,12 @@ def run_worker(setup: WorkerSetup) -> None:
         best_weights=best_weights,
         augmenter=_augmenter(config, num_classes, rank),
         seed=config.seed,
+        patience=config.patience,
     )
 
     final: dict[str, Any] = {reports.FINAL: 1, reports.PARAMS: params, reports.AMP: amp}
+    if state.stopped_early:
+        final[reports.STOPPED_EARLY] = state.epoch
     if scores_here:
         training.plain_model.load_state_dict(best_weights)
         final[reports.CHECKPOINT] = save_best(
@@ -133,7 +155,7 @@ def run_worker(setup: WorkerSetup) -> None:
         {
             **final,
             reports.PRETRAINED: weights.describe() if weights else "none",
-            reports.EPOCH: config.epochs - 1,
+            reports.EPOCH: state.epoch,  # the last epoch trained: before the last with a patience
             reports.BEST_EPOCH: max(state.best_epoch, 0),
             reports.TRAIN_TIME_S: state.train_seconds,
             reports.SAMPLES_PER_S: state.samples_per_s,
