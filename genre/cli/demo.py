@@ -41,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genre.demo import run_demo
+    from genre.demo import run_demo, slow_learners_note
 
     config = DemoConfig(
         out=args.out,
@@ -54,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_demo(config)
     print()
-    print(result.sweep.summary())
+    summary = result.sweep.summary()
+    note = slow_learners_note(result.sweep.table, config.epochs)
+    if note:
+        # Right under the table, before the lines that say where the results are.
+        table, _, rest = summary.partition("\n\n")
+        summary = f"{table}\n{note}\n\n{rest}"
+    print(summary)
     print("stages: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stage_seconds.items()))
     return report_failed_trials("demo", result.sweep.table["status"])
