@@ -77,6 +77,8 @@ def test_cv_on_a_dataset_with_a_fixed_split_and_seeds_under_asha_are_refused(tin
     with pytest.raises(UserInputError, match="use fifo with --seeds"):
         config = SweepConfig(data=tiny_dataset, out=tmp_path / "run", seeds=3, scheduler="asha")
         run_sweep(config, quiet)
+    with pytest.raises(UserInputError, match="the seeds of a model would train with different settings"):
+        run_sweep(SweepConfig(data=tiny_dataset, out=tmp_path / "run", seeds=2, num_samples=2), quiet)
     assert not (tmp_path / "run").exists()
 
 

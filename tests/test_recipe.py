@@ -275,3 +275,15 @@ def test_a_sweep_with_the_whole_recipe_records_it_in_the_row_the_checkpoint_and_
     history = pd.read_parquet(tmp_path / "history.parquet")
     assert history["epoch"].tolist() == [0, 1, 2]
     assert all(math.isfinite(loss) for loss in history["train_loss"])
+
+
+def test_the_schedule_steps_only_with_optimizer_steps_the_fp16_scaler_did_not_skip():
+    trainer = training(amp="fp16", lr=LR, epochs=2, steps_per_epoch=STEPS, schedule="cosine", warmup_epochs=1)
+    # A scale that overflows the first batches' gradients (halved after each), as fp16's first steps
+    # often do on a GPU.
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+    taken: list[int] = []
+    trainer.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: taken.append(1))
+    train_epoch(trainer, windows().shuffled(8, 0, 0))
+    assert 0 < len(taken) < STEPS  # some steps skipped, some taken
+    assert trainer.scheduler.last_epoch == len(taken)

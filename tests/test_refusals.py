@@ -148,6 +148,17 @@ def test_resume_alone_takes_the_sweeps_options_and_changeable_ones_pass_the_chec
         assert "never started a trial" in error and "run it again without --resume" in error
 
 
+def test_resume_of_a_sweep_recorded_without_todays_options_is_refused_naming_them(capsys, prepared, tmp_path):
+    out = tmp_path / "run"
+    record = recorded_sweep(prepared.out, out)
+    options = {k: v for k, v in record.options.items() if k not in ("lr_schedule", "patience")}
+    write_sweep_record(out, SweepRecord(record.storage, record.data, record.manifest_sha256, options))
+    error = one_line_error(
+        capsys, ["sweep", str(prepared.out), str(out), "--resume", "--lr-schedule", "cosine"]
+    )
+    assert "started by a genre without --lr-schedule, --patience" in error and "new OUT" in error
+
+
 def test_resume_with_nothing_to_resume_is_refused(capsys, prepared, tmp_path):
     error = one_line_error(capsys, ["sweep", str(prepared.out), str(tmp_path / "run"), "--resume"])
     assert "holds no sweep to resume" in error and "leave out --resume" in error

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from data_pipeline.errors import UserInputError
 from genre.config import BEST_BY, ModelDefaults, TrainConfig, TrialConfig
@@ -70,6 +71,12 @@ def test_a_bad_space_is_refused_in_one_line_naming_the_setting_and_the_problem(s
     with pytest.raises(UserInputError) as refused:
         parse_search_space(space)
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_words_yaml_reads_as_booleans_are_the_choices_they_spell():
+    space = yaml.safe_load("amp: {choice: [off, bf16]}")
+    assert space == {"amp": {"choice": [False, "bf16"]}}  # what YAML hands over
+    assert parse_search_space(space) == {"amp": {"choice": ["off", "bf16"]}}
 
 
 def test_every_setting_of_a_trial_is_searchable_but_those_decided_before_the_trials():

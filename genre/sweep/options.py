@@ -129,6 +129,10 @@ def _setting_type(name: str) -> type:
 def _as_setting(where: str, value: Any, kind: type, name: str) -> Any:
     """`value` as a `kind` setting (YAML reads 1e-4 as text: a number still), else a one-line refusal."""
     choices = next(f.metadata.get("choices") for f in fields(TrainConfig) if f.name == name)
+    if kind is str and isinstance(value, bool):
+        # YAML reads off, no, on and yes as booleans: back to the word that one of the choices spells.
+        words = ("on", "yes") if value else ("off", "no")
+        value = next((word for word in words if word in (choices or ())), value)
     converted = None
     if isinstance(value, bool) != (kind is bool):  # YAML's true and false: a switch's, which takes no other
         pass
@@ -381,12 +385,13 @@ class SweepConfig:
                 "--scheduler asha stops trials early, so some folds of a model would end unfinished and "
                 "its mean over folds would not be comparable: use fifo with --cv"
             )
-        if self.cv and self.searches():
+        if (self.cv or self.seeds > 1) and self.searches():
             what = "--search-space" if self.search_space else "--search"
             what = "--num-samples" if self.num_samples > 1 else what
+            repeats, flag = ("folds", "--cv") if self.cv else ("seeds", "--seeds")
             raise UserInputError(
-                f"{what} samples each trial's configuration apart, so the folds of a model would "
-                "train with different settings: with --cv, set --lr, --batch-size, --dropout instead"
+                f"{what} samples each trial's configuration apart, so the {repeats} of a model would "
+                f"train with different settings: with {flag}, set --lr, --batch-size, --dropout instead"
             )
 
 

@@ -105,6 +105,14 @@ def resumed_record(config: SweepConfig, out: Path, progress: Callable[[str], Non
             f"({record.data}, manifest sha256 {record.manifest_sha256[:12]}); resume it on that dataset"
         )
     options = config.options()
+    # A record without an option that genre has now was written before it: its trials would resume
+    # under the option's default, which need not be how they started.
+    unrecorded = [flag(name) for name in options if name not in record.options]
+    if unrecorded:
+        raise UserInputError(
+            f"the sweep in OUT {str(config.out)!r} was started by a genre without "
+            f"{', '.join(unrecorded)}, so it cannot be resumed by this one; start it again in a new OUT"
+        )
     changed = resume_changes(record.options, options)
     experiment = RunStorage(storage).experiment
     try:

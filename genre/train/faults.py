@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from data_pipeline.errors import UserInputError
+from genre import reports
 
 KINDS = ("raise", "oom", "pause")
 # The step of `end`: after an epoch's validation, before its report and checkpoint.
@@ -74,7 +75,7 @@ class Fault:
         """`report` with the fault injected first at its epoch's end (step `end`), after validation."""
 
         def faulty(metrics: dict[str, Any], *rest: Any) -> None:
-            self.trigger_at(int(metrics["epoch"]), AFTER_VALIDATION, model)
+            self.trigger_at(int(metrics[reports.EPOCH]), AFTER_VALIDATION, model)
             report(metrics, *rest)
 
         return faulty

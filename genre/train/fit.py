@@ -246,9 +246,13 @@ def train_epoch(
             # The true gradients' norm: unscaled first when fp16's scaler multiplied the loss.
             training.scaler.unscale_(training.optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+        scale = training.scaler.get_scale() if training.scaler.is_enabled() else None
         training.scaler.step(training.optimizer)
         training.scaler.update()
-        if training.scheduler is not None:
+        # An fp16 step whose gradients overflowed is skipped by the scaler (and its scale lowered): the
+        # schedule waits for a step that trained, as torch asks (it warns otherwise).
+        stepped = scale is None or training.scaler.get_scale() >= scale
+        if training.scheduler is not None and stepped:
             training.scheduler.step()
         loss_mean.update(loss.detach(), weight=len(labels))
         running_accuracy.update(logits.detach().argmax(dim=1), labels)
