@@ -1,5 +1,5 @@
 """Windows scored per second on this machine's CPU at each forward batch size: what the default
-window batch (genre.train.forward.WINDOW_BATCH) should be.
+window batch (genre.config.WINDOW_BATCH) should be.
 
     python bench/window_batch.py [--windows 640] [--batches 8,16,32,64,128] [--repeats 3] [--threads N]
 
@@ -18,8 +18,9 @@ import time
 
 import torch
 
+from genre.config import WINDOW_BATCH
 from genre.models import create_model
-from genre.train.forward import WINDOW_BATCH, segment_probabilities
+from genre.train.forward import segment_probabilities
 
 SIZES = {"64x130": (64, 130), "128x130": (128, 130)}
 CPU = torch.device("cpu")

@@ -15,6 +15,11 @@ PRETRAINED_MODES = ("auto", "yes", "no")
 # The training recipe's choices (genre.train.recipe builds them); the first of each is the study's.
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
+# Windows per forward pass when nobody says, for validation, `genre predict` and `genre evaluate`
+# alike: a GPU wants large batches to be busy (256 windows of 128 x 130 log-mels are 8 MiB of float16
+# input); on a CPU, small batches of the study's input score the most windows a second
+# (bench/window_batch.py; bench/results/window_batch.md).
+WINDOW_BATCH = {"cuda": 256, "cpu": 8}
 # The validation score that picks a trial's best epoch, ASHA's metric and a run's best trial.
 BEST_BY = "val_segment_accuracy"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from genre.config import WINDOW_BATCH
+
 ADDRESS_HELP = (
     "Ray cluster to join: host:port, ray://host:port, or auto (inside a cluster); default: RAY_ADDRESS "
     "if set, else a Ray of genre's own on 127.0.0.1"
@@ -22,7 +24,10 @@ def add_inference_device(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (a GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
     )
     parser.add_argument(
-        "--batch-size", type=int, help="windows per forward pass (default: 256 on a GPU, 32 on a CPU)"
+        "--batch-size",
+        type=int,
+        help=f"windows per forward pass (default: {WINDOW_BATCH['cuda']} on a GPU, "
+        f"{WINDOW_BATCH['cpu']} on a CPU)",
     )
 
 

@@ -11,13 +11,9 @@ import torch
 from torch import nn
 
 from data_pipeline.errors import UserInputError
+from genre.config import WINDOW_BATCH
 from genre.train.amp import autocast
 
-# Windows per forward pass when nobody says, for validation, `genre predict` and `genre evaluate`
-# alike: a GPU wants large batches to be busy (256 windows of 128 x 130 log-mels are 8 MiB of float16
-# input); on a CPU, small batches of the study's input score the most windows a second
-# (bench/window_batch.py; bench/results/window_batch.md).
-WINDOW_BATCH = {"cuda": 256, "cpu": 8}
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
