@@ -90,16 +90,16 @@ def listening_addresses(processes: list[psutil.Process]) -> set[tuple[str, int]]
     }
 
 
-class ListeningSampler:
-    """Every address that a process or its descendants listen on while the `with` block runs."""
+class TreeSampler:
+    """Samples a process and its descendants in a thread, every `every_s`, while the `with` block runs;
+    a subclass says what each sample records (`sample`)."""
 
     def __init__(self, root: psutil.Process | None = None, every_s: float = 0.5) -> None:
         self.root, self.every_s = root or psutil.Process(), every_s
-        self.seen: set[tuple[str, int]] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> ListeningSampler:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -107,10 +107,24 @@ class ListeningSampler:
         self._stop.set()
         self._thread.join()
 
-    def _sample(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                self.seen |= listening_addresses([self.root, *self.root.children(recursive=True)])
+            with contextlib.suppress(psutil.Error):  # a process that ended between two calls
+                self.sample()
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+
+class ListeningSampler(TreeSampler):
+    """Every address that a process or its descendants listen on while the `with` block runs."""
+
+    def __init__(self, root: psutil.Process | None = None, every_s: float = 0.5) -> None:
+        super().__init__(root, every_s)
+        self.seen: set[tuple[str, int]] = set()
+
+    def sample(self) -> None:
+        self.seen |= listening_addresses([self.root, *self.root.children(recursive=True)])
 
 
 def kill_nodes(temp_dir: str) -> None:

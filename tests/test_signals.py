@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,34 +22,30 @@ from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.ray_sessions import LATEST_LINK, OWN_MARK, Session, prune_sessions, sessions_to_remove
 from genre.cli import EXIT_CLUSTER_LOST, EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from genre.sweep.driver import TUNE_EXPERIMENT_STATE
-from tests.ray_nodes import RAY_CLI, free_port, kill_nodes, node_ports, ray_environment, short_temp_dir
+from tests.ray_nodes import (
+    RAY_CLI,
+    TreeSampler,
+    free_port,
+    kill_nodes,
+    node_ports,
+    ray_environment,
+    short_temp_dir,
+)
 
 GENRE = [sys.executable, "-m", "genre"]
 # What Ray's C++ signal handler prints (absl's failure handler), and Python's crash.
 RAY_STACK_LINES = ("SIGTERM received", "PC: @", "Traceback")
 
 
-class Descendants:
+class Descendants(TreeSampler):
     """Every process below `root` seen while the `with` block runs (sampled every 50 ms)."""
 
     def __init__(self, root: int) -> None:
-        self.root = psutil.Process(root)
+        super().__init__(psutil.Process(root), every_s=0.05)
         self.seen: dict[int, psutil.Process] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> Descendants:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            with contextlib.suppress(psutil.Error):
-                self.seen.update({p.pid: p for p in self.root.children(recursive=True)})
+    def sample(self) -> None:
+        self.seen.update({p.pid: p for p in self.root.children(recursive=True)})
 
     def grandchildren(self) -> list[psutil.Process]:
         """Processes started by the root's children (a raylet's agents)."""
