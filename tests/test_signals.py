@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from data_pipeline.loopback import RAY_CLUSTER_MODE_VARIABLE
 from data_pipeline.ray_sessions import LATEST_LINK, OWN_MARK, Session, prune_sessions, sessions_to_remove
 from genre.cli import EXIT_CLUSTER_LOST, EXIT_INTERRUPTED, EXIT_USER_ERROR, main
+from genre.cli.signals import Terminated, sigterm_as_interrupt, sigterm_received
 from genre.sweep.driver import TUNE_EXPERIMENT_STATE
 from tests.ray_nodes import (
     RAY_CLI,
@@ -183,6 +185,26 @@ def test_sigterm_while_ray_starts_stops_prepare_and_every_ray_process_it_began(t
     finally:
         process.kill()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_sigterm_that_lands_in_a_weakref_callback_still_stops_the_command():
+    # The CI run that exited 0 after SIGTERM: the handler ran inside Ray's WeakValueDictionary callback,
+    # where Python prints "Exception ignored" and drops the raise.
+    class Held:
+        pass
+
+    def signalled_inside_the_callback(_: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs here, inside the callback
+
+    held = Held()
+    watched = weakref.ref(held, signalled_inside_the_callback)
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        del held
+        for _ in range(100):  # the command's own code, where the signal must land again
+            time.sleep(0.01)
+    assert sigterm_received() and watched() is None
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's (pytest's) handler is back
 
 
 # --- items 8 and 9: SIGTERM as a sweep starts its trials, then --resume -----------------------------------

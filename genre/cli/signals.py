@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -13,6 +15,8 @@ class Terminated(KeyboardInterrupt):
 
 
 _received = threading.Event()
+# Long enough for the unraisable hook to return before its signal is handled again.
+REDELIVER_AFTER_S = 0.05
 
 
 @contextlib.contextmanager
@@ -28,11 +32,29 @@ def sigterm_as_interrupt() -> Iterator[None]:
         _received.set()  # Ray and Tune may re-raise it as a plain KeyboardInterrupt
         raise Terminated
 
+    callers_hook = sys.unraisablehook
+
+    def redeliver_if_swallowed(unraisable: sys.UnraisableHookArgs) -> None:
+        # Python runs a signal's handler wherever the main thread is, and when that is a finalizer or
+        # a weakref callback (the CI run that exited 0 after SIGTERM: Ray's WeakValueDictionary), the
+        # raise is printed as "Exception ignored" and lost. The signal is sent again from a thread a
+        # moment later (raised here, its handler would run inside this hook): the handler then runs in
+        # the command's own code, which unwinds.
+        if isinstance(unraisable.exc_value, Terminated):
+            signal.signal(signal.SIGTERM, terminated)
+            again = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), signal.SIGTERM))
+            again.daemon = True
+            again.start()
+            return
+        callers_hook(unraisable)
+
     _received.clear()
     callers = signal.signal(signal.SIGTERM, terminated)
+    sys.unraisablehook = redeliver_if_swallowed
     try:
         yield
     finally:
+        sys.unraisablehook = callers_hook
         signal.signal(signal.SIGTERM, callers if callers is not None else signal.SIG_DFL)
 
 
