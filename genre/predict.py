@@ -19,7 +19,7 @@ import torch
 
 from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono, low_rate_note
 from data_pipeline.features import LogMelExtractor
-from genre.train.checkpoints import LoadedModel
+from genre.train.checkpoints import CheckpointBytes, LoadedModel
 
 TOP_K = 3
 # Decoding threads: a few keep a GPU fed; more would only take cores from the CPU model.
@@ -81,11 +81,12 @@ class Predictor:
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        checkpoint: str | Path | CheckpointBytes,
         device: str | torch.device = "cpu",
         batch_size: int | None = None,
     ) -> None:
-        """`device`: cpu, cuda, cuda:N or auto; `batch_size`: windows per forward pass (None: by device)."""
+        """`checkpoint`: a path, a URI or its bytes (read_checkpoint); `device`: cpu, cuda, cuda:N or auto;
+        `batch_size`: windows per forward pass (None: by device)."""
         self.loaded = LoadedModel.load(checkpoint, device, batch_size)
         self.features = self.loaded.features
         self.extractor = LogMelExtractor(self.features)

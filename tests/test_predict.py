@@ -13,6 +13,7 @@ from genre.cli import main
 from genre.evaluate import evaluate
 from genre.predict import Predictor
 from genre.run_folder import RunFolder
+from genre.train.checkpoints import read_checkpoint
 from genre.train.forward import resolve_device, segment_probabilities, window_batch
 from tests.audio_factory import make_clip
 
@@ -47,6 +48,22 @@ def test_a_copied_run_folder_uses_its_own_checkpoints(six_model_run, tmp_path):
     assert Path(checkpoint).is_relative_to(copy)
     predictor = Predictor(checkpoint)
     assert predictor.model_name == "cnn3"
+
+
+def test_a_checkpoints_bytes_load_the_model_its_path_does_anywhere_the_path_is_not(six_model_run, tmp_path):
+    out, _ = six_model_run
+    path = RunFolder(out).best_checkpoint("cnn3")
+    read = read_checkpoint(path)
+    shutil.move(path, tmp_path / "moved.pt")  # what a node without the run folder sees
+    try:
+        from_bytes = Predictor(read)
+        assert from_bytes.checkpoint == path and from_bytes.model_name == "cnn3"
+        clip = make_clip(tmp_path / "clip.wav", 4.0)
+        torch.testing.assert_close(
+            from_bytes.file_probabilities(clip), Predictor(tmp_path / "moved.pt").file_probabilities(clip)
+        )
+    finally:
+        shutil.move(tmp_path / "moved.pt", path)
 
 
 def test_a_long_file_and_a_stereo_44k_flac_and_mp3_are_predicted(six_model_run, tmp_path):

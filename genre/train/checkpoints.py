@@ -60,15 +60,29 @@ def save_best(
     return target.location
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a genre checkpoint (tensors and plain values only) from a path or a URI."""
-    source = open_storage(path)
+@dataclass(frozen=True)
+class CheckpointBytes:
+    """A checkpoint file's bytes and where they came from: what a process on another node loads when
+    the checkpoint's path is this machine's only (a Ray Data actor, a Serve replica)."""
+
+    location: str
+    data: bytes
+
+
+def read_checkpoint(path: str | Path) -> CheckpointBytes:
+    """The checkpoint's bytes from a path or a URI; a missing or unreadable one is a one-line error."""
     try:
-        data = source.read_bytes()
+        return CheckpointBytes(str(path), open_storage(path).read_bytes())
     except (FileNotFoundError, IsADirectoryError):
         raise UserInputError(f"no checkpoint at {path}") from None
     except OSError as error:
         raise UserInputError(f"cannot read the checkpoint {path}: {error}") from None
+
+
+def load_checkpoint(source: str | Path | CheckpointBytes) -> dict[str, Any]:
+    """Load a genre checkpoint (tensors and plain values only) from a path, a URI or its bytes."""
+    read = source if isinstance(source, CheckpointBytes) else read_checkpoint(source)
+    path, data = read.location, read.data
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -137,12 +151,17 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, checkpoint: str | Path, device: str | torch.device = "cpu", batch_size: int | None = None
+        cls,
+        checkpoint: str | Path | CheckpointBytes,
+        device: str | torch.device = "cpu",
+        batch_size: int | None = None,
     ) -> LoadedModel:
-        """`device` is cpu, cuda, cuda:N or auto; `batch_size` None takes the device's default."""
+        """`checkpoint` is a path, a URI or its bytes; `device` is cpu, cuda, cuda:N or auto;
+        `batch_size` None takes the device's default."""
         device = resolve_device(device)
         payload = load_checkpoint(checkpoint)
-        check_finite_weights(payload, checkpoint)
+        location = checkpoint.location if isinstance(checkpoint, CheckpointBytes) else str(checkpoint)
+        check_finite_weights(payload, location)
         labels = [payload["labels"][str(i)] for i in range(len(payload["labels"]))]
         model = model_from_checkpoint(payload).to(device)
         features = FeatureConfig.from_dict(payload["features"])
@@ -154,7 +173,7 @@ class LoadedModel:
             model,
             labels,
             features,
-            str(checkpoint),
+            location,
             device,
             amp,
             window_batch(device, batch_size),
