@@ -290,6 +290,21 @@ _SHARED = tuple(
 )
 
 
+# The demo's epochs per model, set from learning curves on its own collection (bench/results/demo.md):
+# the small CNNs learn from scratch in a few seconds an epoch, so they train until they have; the
+# ImageNet-sized networks learn little in any number that fits the demo's minutes on a CPU, so they
+# train one or two epochs to show that they run.
+DEMO_EPOCHS = {
+    "cnn3": 20,
+    "cnn4": 10,
+    "cnn4_gru": 8,
+    "efficientnet_b0": 2,
+    "efficientnet_b0_gru": 2,
+    "vgg11": 1,
+}
+DEMO_EPOCHS_ELSE = 4  # a model registered after these
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """`genre demo`: sized for a few minutes on two CPU cores, with an input the CNNs learn from in that."""
@@ -301,9 +316,10 @@ class DemoConfig:
     # six models train a few epochs each on two cores.
     n_mels: int = 32
     hop_length: int = 1024
-    epochs: int = 4
-    # A few epochs from scratch: one cycle up to a rate well above the study's 1e-4 and back down, with
-    # AdamW's decoupled weight decay.
+    # None: each model's DEMO_EPOCHS; a number: every model's.
+    epochs: int | None = None
+    # From scratch: one cycle up to a rate well above the study's 1e-4 and back down, with AdamW's
+    # decoupled weight decay.
     lr: float = 3e-3
     lr_schedule: str = "onecycle"
     optimizer: str = "adamw"
@@ -312,3 +328,7 @@ class DemoConfig:
     models: tuple[str, ...] = ()  # empty: every registered model
     seed: int = 0
     address: str | None = None
+
+    def epochs_of(self, model: str) -> int:
+        """The epochs `model` trains in the demo: --epochs where given, else its DEMO_EPOCHS."""
+        return self.epochs if self.epochs is not None else DEMO_EPOCHS.get(model, DEMO_EPOCHS_ELSE)

@@ -20,7 +20,14 @@ from genre.cli import (
     sweep_exit_code,
 )
 from genre.cli.sweep import options_given
-from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, SweepConfig, gpus_or_auto, search_space_text
+from genre.sweep.options import (
+    SWEEP_LEVEL,
+    TRAIN_OPTIONS,
+    SweepConfig,
+    gpus_or_auto,
+    per_model_text,
+    search_space_text,
+)
 from genre.sweep.record import flag
 from tests.audio_factory import make_clip, make_collection
 
@@ -183,6 +190,8 @@ def a_value_it_takes(action: argparse.Action) -> list[str]:
         return [list(action.choices)[-1]]
     if action.type is search_space_text:
         return ["{dropout: {uniform: [0.1, 0.5]}}"]
+    if action.type is per_model_text:
+        return ["{cnn3: {epochs: 2}}"]
     return ["3" if action.type is int else "0.5" if action.type in (float, gpus_or_auto) else "/x"]
 
 

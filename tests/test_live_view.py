@@ -8,11 +8,11 @@ from genre.sweep.live_view import LiveView
 
 
 def trial(status: str = "RUNNING") -> SimpleNamespace:
-    return SimpleNamespace(trial_id="t1", status=status, config={"model": "cnn3", "epochs": 2})
+    return SimpleNamespace(trial_id="t1", status=status, config={"model": "cnn3"})
 
 
 def test_a_trial_silent_for_long_is_said_to_wait_and_not_once_it_reports(capsys, monkeypatch):
-    view, waiting = LiveView(), trial()
+    view, waiting = LiveView({}), trial()
     view.on_trial_start(0, [waiting], waiting)
     view.on_step_end(0, [waiting])
     assert "reported nothing" not in capsys.readouterr().out  # not yet long
@@ -25,7 +25,7 @@ def test_a_trial_silent_for_long_is_said_to_wait_and_not_once_it_reports(capsys,
 
 
 def test_a_trials_final_report_is_told_as_its_test_accuracy_and_an_epochs_as_its_progress(capsys):
-    view, running = LiveView(), trial()
+    view, running = LiveView({"cnn3": 2}), trial()
     view.on_trial_result(0, [running], running, {EPOCH: 0, TRAIN_LOSS: 1.25, "val_segment_accuracy": 0.5})
     assert "cnn3 (t1) epoch 1/2: loss 1.250, val accuracy 0.500" in capsys.readouterr().out
     final = {FINAL: 1, EPOCH: 1, "test_segment_accuracy": 0.625, "test_track_accuracy": 0.75}

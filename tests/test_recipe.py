@@ -142,7 +142,7 @@ def test_the_live_view_tells_a_trial_that_patience_ended_by_its_last_epoch(capsy
 
     trial = SimpleNamespace(trial_id="t1", status="RUNNING", config={"model": "cnn3", "epochs": 9})
     final = {FINAL: 1, EPOCH: 4, STOPPED_EARLY: 4, "test_segment_accuracy": 0.5, "test_track_accuracy": 0.5}
-    LiveView().on_trial_result(0, [trial], trial, final)
+    LiveView({}).on_trial_result(0, [trial], trial, final)
     assert (
         "finished: test accuracy 0.500 (segment), 0.500 (track); stopped early by --patience after "
         "epoch 5" in capsys.readouterr().out

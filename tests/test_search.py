@@ -96,7 +96,7 @@ def test_every_setting_of_a_trial_is_searchable_but_those_decided_before_the_tri
 def test_a_space_that_reaches_a_setting_the_sweep_refuses_is_refused_at_its_end(space, message):
     config = SweepConfig(data="d", out="o", search_space=space)
     with pytest.raises(UserInputError) as refused:
-        config.check_space(config.search_space, MANIFEST)
+        config.check_space(config.search_space, MANIFEST, config.train)
     assert str(refused.value).startswith(message)
 
 

@@ -150,7 +150,7 @@ def test_a_trial_hands_its_workers_one_frozen_setup_that_pickles_with_their_entr
 
     storage = open_storage(tmp_path / "storage")
     setup = TrialSetup(
-        train=TrainConfig(batch_size=8),
+        train={"cnn3": TrainConfig(batch_size=8)},
         data=open_storage(tmp_path / "data"),
         manifest_sha256="0" * 64,
         features={"n_mels": 64},

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from data_pipeline.errors import UserInputError
+from genre.config import TrainConfig
 from genre.sweep.options import SweepConfig
 from genre.sweep.options_file import read_options_file
 from genre.sweep.record import SWEEP_FILE, SweepRecord, read_sweep_record, resume_changes, write_sweep_record
@@ -36,6 +37,11 @@ def test_keys_as_flags_or_names_nulls_and_genres_own_record_keys(tmp_path):
         ("search: grid\n", "argument --search: invalid choice: 'grid'"),
         ("search:\n  lr: {loguniform: [0, 1.0e-2]}\n", "search: lr: loguniform needs low > 0, not 0.0"),
         ("search: {lr: {choice: [0.1]}}\nsearch_space: {dropout: {choice: [0.1]}}\n", "under both"),
+        ("per_model: {cnn5: {epochs: 2}}\n", "per_model: unknown model 'cnn5'; known: cnn3"),
+        ("per_model: {vgg11: {epoch: 2}}\n", "per_model: vgg11: epoch: unknown setting; settable: epochs"),
+        ("per_model: {vgg11: {seed: 2}}\n", "per_model: vgg11: seed cannot be set for one model"),
+        ("per_model: {vgg11: {epochs: two}}\n", "per_model: vgg11: epochs: 'two' is not a value epochs"),
+        ("per_model: {vgg11: 2}\n", "per_model: vgg11: a mapping of setting: value"),
     ],
 )
 def test_a_bad_file_is_refused_in_one_line_naming_it(capsys, tmp_path, text, expected):
@@ -51,6 +57,32 @@ def test_a_missing_file_and_missing_data_are_refused(capsys, tmp_path):
     path = write_yaml(tmp_path / "epochs.yaml", "epochs: 2\n")
     error = one_line_error(capsys, ["sweep", "--config", str(path), str(tmp_path / "o")])
     assert "give DATA and OUT" in error
+
+
+def test_per_model_settings_replace_the_sweeps_for_that_model_only(tmp_path):
+    path = write_yaml(
+        tmp_path / "sweep.yaml",
+        "epochs: 8\nlr: 3.0e-3\nmodels: [cnn4, vgg11]\n"
+        "per_model:\n  vgg11: {epochs: 1, lr: 1.0e-4, amp: off}\n",
+    )
+    options = read_options_file(path)
+    config = SweepConfig.from_options(options, data="DATA", out=tmp_path / "out")
+    assert config.train_for("cnn4") == config.train  # epochs 8, lr 3e-3
+    vgg = config.train_for("vgg11")
+    assert (vgg.epochs, vgg.lr, vgg.amp, vgg.batch_size) == (1, 1e-4, "off", config.train.batch_size)
+    assert config.longest_epochs() == 8
+    # What sweep.yaml records, and a resume with other per-model settings is a change it names.
+    assert config.options()["per_model"] == {"vgg11": {"epochs": 1, "lr": 1e-4, "amp": "off"}}
+
+
+def test_per_model_settings_the_sweep_cannot_run_are_refused(tmp_path):
+    config = SweepConfig(data="d", out=tmp_path, models=("cnn4",), per_model={"vgg11": {"epochs": 1}})
+    with pytest.raises(UserInputError, match="per_model: cnn4: --warmup-epochs must be .* than --epochs .2."):
+        SweepConfig(
+            data="d", out=tmp_path, train=TrainConfig(epochs=2), per_model={"cnn4": {"warmup_epochs": 3}}
+        )
+    with pytest.raises(UserInputError, match=r"per_model: vgg11 is not among the sweep's models \(cnn4\)"):
+        config.check({"split": {"protocol": "track"}, "counts": {}, "features": {}})
 
 
 def test_yaml_booleans_mean_the_words_the_flags_take(capsys, tmp_path):

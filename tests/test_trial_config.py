@@ -26,6 +26,28 @@ def test_sampled_values_replace_the_sweeps_and_the_models():
     assert (trial.lr, trial.batch_size, trial.dropout, trial.weight_decay) == (3e-3, 32, 0.45, 0.01)
 
 
+def test_a_trial_takes_its_models_per_model_settings_and_a_sampled_value_over_them(tmp_path):
+    from data_pipeline.storage import open_storage
+    from genre.sweep.options import SweepConfig
+    from genre.trial.trainable import TrialSetup
+
+    sweep = SweepConfig(
+        data="d", out=tmp_path, models=("cnn3", "cnn4"), train=TrainConfig(epochs=4, lr=1e-3),
+        per_model={"cnn3": {"epochs": 12, "lr": 1e-2}},
+    )  # fmt: skip
+    setup = TrialSetup(
+        train={model: sweep.train_for(model) for model in sweep.models},
+        data=open_storage(tmp_path), manifest_sha256="0" * 64, features={}, labels={},
+        storage=open_storage(tmp_path), num_workers=1, cpus_per_worker=1.0, gpus_per_worker=0.0,
+        max_failures=0, torch_threads=1, train_held=True, local_ray=True,
+        defaults={"cnn3": DEFAULTS, "cnn4": DEFAULTS}, pretrained={},
+    )  # fmt: skip
+    cnn3 = setup.trial_config({"model": "cnn3"}, "t0")
+    cnn4 = setup.trial_config({"model": "cnn4"}, "t1")
+    assert (cnn3.epochs, cnn3.lr, cnn4.epochs, cnn4.lr) == (12, 1e-2, 4, 1e-3)
+    assert setup.trial_config({"model": "cnn3", "lr": 5e-3}, "t2").lr == 5e-3  # a search's value wins
+
+
 def test_a_registered_models_defaults_are_its_specs():
     spec = get_spec("efficientnet_b0")
     assert spec.defaults == ModelDefaults(lr=spec.lr, dropout=spec.dropout)

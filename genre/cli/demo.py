@@ -33,7 +33,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--tracks-per-genre", type=int, default=defaults.tracks_per_genre)
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="length of each clip")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="every model's (default: each model's own)"
+    )
     parser.add_argument("--models", help="comma-separated names (default: all six)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     add_address(parser)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(config)
     print()
     summary = result.sweep.summary()
-    note = slow_learners_note(result.sweep.table, config.epochs)
+    note = slow_learners_note(result.sweep.table)
     if note:
         # Right under the table, before the lines that say where the results are.
         table, _, rest = summary.partition("\n\n")

@@ -154,7 +154,7 @@ def _run_locked(
 
     held = _train_held(config, manifest, plan.num_workers, progress)
     setup = TrialSetup(
-        train=config.train,
+        train={model: config.train_for(model) for model in config.models},
         data=open_storage(config.data),
         manifest_sha256=manifest_sha256,
         features=manifest["features"],
@@ -319,8 +319,9 @@ def _search_spaces(config: SweepConfig, manifest: dict[str, Any]) -> dict[str, d
         return {model: config.search_space for model in config.models}
     spaces = {}
     for model in config.models:
-        spaces[model] = parse_search_space(get_spec(model).search_space(config.train.lr))
-        config.check_space(spaces[model], manifest)
+        train = config.train_for(model)
+        spaces[model] = parse_search_space(get_spec(model).search_space(train.lr))
+        config.check_space(spaces[model], manifest, train)
     return spaces
 
 
@@ -349,7 +350,7 @@ def _tuner(
     return tune.Tuner(
         trainable,
         # Tune's grid of the units; a search's trials take their units from the searcher.
-        param_space=_param_space(config, folds) if spaces is None else {"epochs": config.train.epochs},
+        param_space=_param_space(config, folds) if spaces is None else {},
         tune_config=tune.TuneConfig(
             **_search_config(config, plan, folds, spaces),
             scheduler=_scheduler(config),
@@ -365,7 +366,7 @@ def _tuner(
             # First: a refused write stops the sweep before any other callback reports its trial.
             callbacks=[
                 StopOnRefusedWrites(),
-                LiveView(),
+                LiveView({model: config.train_for(model).epochs for model in config.models}),
                 *tracker_callbacks(config.mlflow, config.wandb, _tracker_tags(config)),
             ],
             verbose=0,
@@ -427,7 +428,7 @@ def _units(config: SweepConfig, folds: int) -> list[dict[str, Any]]:
 
 def _param_space(config: SweepConfig, folds: int) -> dict[str, Any]:
     """Tune's grid: every model, x every fold with --cv, x every seed with --seeds N."""
-    space: dict[str, Any] = {"model": tune.grid_search(list(config.models)), "epochs": config.train.epochs}
+    space: dict[str, Any] = {"model": tune.grid_search(list(config.models))}
     if folds:
         space["fold"] = tune.grid_search(list(range(folds)))
     if config.seeds > 1:
@@ -457,7 +458,7 @@ def _scheduler(config: SweepConfig):
             metric=BEST_BY,
             mode="max",
             time_attr="training_iteration",
-            max_t=config.train.epochs + 1,
+            max_t=config.longest_epochs() + 1,
             grace_period=1,
         )
     return FIFOScheduler()

@@ -20,8 +20,10 @@ class LiveView(Callback):
     """Prints trial starts, each epoch's validation accuracy, completions and errors, and trials
     that have reported nothing for long (their workers wait for a node that can hold them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, epochs: dict[str, int]) -> None:
+        """`epochs`: each model's trials' budget (per_model may give a model its own)."""
         # No printer held here: Tune pickles its callbacks with the experiment state.
+        self.epochs = epochs
         self.started = time.perf_counter()
         self.silent_since: dict[str, float] = {}
 
@@ -54,7 +56,7 @@ class LiveView(Callback):
             if reports.STOPPED_EARLY in result:
                 text += f"; stopped early by --patience after epoch {result[reports.STOPPED_EARLY] + 1}"
         else:
-            epochs = trial.config.get("epochs", "?")
+            epochs = self.epochs.get(trial.config.get("model"), "?")
             text = (
                 f"{_name(trial)} epoch {result.get(reports.EPOCH, 0) + 1}/{epochs}: "
                 f"loss {result.get(reports.TRAIN_LOSS, float('nan')):.3f}, "

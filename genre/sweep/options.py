@@ -34,6 +34,15 @@ NOT_SEARCHABLE = {
 }
 
 
+# TrainConfig's settings that one model's trials cannot set apart from the sweep's (per_model), and why.
+NOT_PER_MODEL = {
+    "seed": "each configuration's seed is --seed (and --seeds N), the same for every model",
+    "pretrained": "set --pretrained for the sweep; a model without ImageNet weights trains from scratch",
+    "weights_dir": "one folder of ImageNet weights serves every model",
+    "train_in_memory_mib": "whether the workers hold the train split is decided once, for the sweep",
+}
+
+
 def gpus_or_auto(text: str) -> float | None:
     """`--gpus-per-trial`'s value: a number, or auto (None)."""
     if text == "auto":
@@ -59,6 +68,46 @@ def search_space_text(text: str) -> dict[str, Any]:
     if not isinstance(space, dict):
         raise argparse.ArgumentTypeError(f"a mapping of setting: {{distribution: [...]}}, not {text!r}")
     return space
+
+
+def per_model_text(text: str) -> dict[str, Any]:
+    """`--per-model`'s value: a YAML (or JSON) mapping, checked by `parse_per_model`."""
+    try:
+        settings = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"not YAML: {text!r}") from None
+    if not isinstance(settings, dict):
+        raise argparse.ArgumentTypeError(f"a mapping of model: {{setting: value}}, not {text!r}")
+    return settings
+
+
+def parse_per_model(raw: Any) -> dict[str, dict[str, Any]]:
+    """Per-model settings as written (`{vgg11: {epochs: 2, lr: 1.0e-4}}`) in their one form: registered
+    models, TrainConfig settings, values of the setting's type. Refuses, in one line, what is not."""
+    example = "e.g. {vgg11: {epochs: 2, lr: 1.0e-4}}"
+    if not isinstance(raw, dict):
+        raise UserInputError(f"per_model: a mapping of model: {{setting: value}}, {example}")
+    known = _all_models()
+    settings_of: dict[str, dict[str, Any]] = {}
+    for model, settings in raw.items():
+        if model not in known:
+            raise UserInputError(f"per_model: unknown model {model!r}; known: {', '.join(known)}")
+        if not isinstance(settings, dict) or not settings:
+            raise UserInputError(f"per_model: {model}: a mapping of setting: value, {example}")
+        settings_of[model] = {}
+        for key, value in settings.items():
+            name = str(key).strip().replace("-", "_")
+            where = f"per_model: {model}: {name}"
+            if name in NOT_PER_MODEL:
+                raise UserInputError(f"{where} cannot be set for one model: {NOT_PER_MODEL[name]}")
+            if name not in TRAIN_OPTIONS:
+                settable = [n for n in TRAIN_OPTIONS if n not in NOT_PER_MODEL]
+                raise UserInputError(f"{where}: unknown setting; settable: {', '.join(settable)}")
+            if value is None:
+                settings_of[model][name] = None  # the model's own default, as the flag's absence
+                continue
+            settings_of[model][name] = _as_setting(where, value, _setting_type(name), name)
+    return settings_of
 
 
 def searchable_settings() -> tuple[str, ...]:
@@ -202,6 +251,16 @@ class SweepConfig:
         type=search_space_text,
         metavar="YAML",
     )
+    # Canonical (parse_per_model) once built: {model: {setting: value}} over the sweep's settings.
+    per_model: Mapping[str, Mapping[str, Any]] | None = option(
+        None,
+        "settings of one model's trials apart from the sweep's, as YAML: '{{vgg11: {{epochs: 2, lr: "
+        "1.0e-4}}}}' (any training setting but the seed and the pretrained weights'); a search space's "
+        "values win over them; a per_model: section in --config",
+        "models and search",
+        type=per_model_text,
+        metavar="YAML",
+    )
     scheduler: str = option(
         "fifo",
         "asha stops trials whose validation accuracy trails early (default {default})",
@@ -267,6 +326,21 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.search_space is not None:
             object.__setattr__(self, "search_space", parse_search_space(self.search_space))
+        if self.per_model is not None:
+            object.__setattr__(self, "per_model", parse_per_model(self.per_model) or None)
+            for model in self.per_model or {}:
+                try:
+                    self.train_for(model)
+                except ValueError as error:  # TrainConfig's own checks, over the sweep's other settings
+                    raise UserInputError(f"per_model: {model}: {error}") from None
+
+    def train_for(self, model: str) -> TrainConfig:
+        """The settings `model`'s trials train with: the sweep's, with its per_model ones over them."""
+        return self.train.replace(**(self.per_model or {}).get(model, {}))
+
+    def longest_epochs(self) -> int:
+        """The most epochs any model's trials train (ASHA's budget)."""
+        return max(self.train_for(model).epochs for model in self.models)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], **rest: Any) -> SweepConfig:
@@ -305,6 +379,11 @@ class SweepConfig:
         if not self.models:
             raise UserInputError("--models names no model")
         check_distinct_models(self.models)
+        others = sorted(set(self.per_model or {}) - set(self.models))
+        if others:
+            raise UserInputError(
+                f"per_model: {', '.join(others)} is not among the sweep's models ({', '.join(self.models)})"
+            )
         self._check_protocol(manifest)
         for group in dataset_groups(manifest):
             if manifest["counts"][group]["segments"] == 0:
@@ -320,7 +399,8 @@ class SweepConfig:
         if self.search not in SEARCHES:
             raise UserInputError(f"--search must be one of {', '.join(SEARCHES)}")
         if self.search_space is not None:
-            self.check_space(self.search_space, manifest)
+            for model in self.models:
+                self.check_space(self.search_space, manifest, self.train_for(model))
         from genre.sweep.search import check_search_package
         from genre.sweep.trackers import check_trackers
 
@@ -333,20 +413,28 @@ class SweepConfig:
                 "--scheduler asha stops some seeds of a model early, so its mean over seeds would not be "
                 "comparable: use fifo with --seeds"
             )
-        self._check_train(self.train, manifest)
+        for model in self.models:
+            try:
+                self._check_train(self.train_for(model), manifest)
+            except UserInputError as error:
+                if model not in (self.per_model or {}):
+                    raise
+                raise UserInputError(f"per_model: {model}: {error}") from None
         if self.max_failures < 0:
             raise UserInputError(
                 f"--max-failures must be 0 or more, not {self.max_failures} (a trial that fails forever "
                 "would never end the sweep)"
             )
 
-    def check_space(self, space: dict[str, dict[str, list[Any]]], manifest: dict[str, Any]) -> None:
+    def check_space(
+        self, space: dict[str, dict[str, list[Any]]], manifest: dict[str, Any], train: TrainConfig
+    ) -> None:
         """Refuse a search space (parsed) that could give a trial a setting the sweep would refuse: each
-        setting tried at its distribution's ends, over the sweep's others."""
+        setting tried at its distribution's ends, over the others of `train` (a model's)."""
         for name, distribution in space.items():
             for value in space_extremes(distribution):
                 try:
-                    self._check_train(self.train.replace(**{name: value}), manifest)
+                    self._check_train(train.replace(**{name: value}), manifest)
                 except (ValueError, UserInputError) as error:
                     raise UserInputError(f"search: {name}: {value!r} is refused: {error}") from None
 

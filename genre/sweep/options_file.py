@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from data_pipeline.errors import UserInputError
-from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, parse_search_space
+from genre.sweep.options import SWEEP_LEVEL, TRAIN_OPTIONS, parse_per_model, parse_search_space
 
 # A sweep's options fit in a few lines; a bigger file is a mistake (or worse), refused before parsing.
 MAX_FILE_BYTES = 1_000_000
@@ -73,7 +73,7 @@ OPTIONS = ("models", *TRAIN_OPTIONS, *SWEEP_LEVEL)
 RECORDED_ONLY = ("manifest_sha256", "resumed")
 _ALIASES = {"weights": "weights_dir"}
 # Options whose value is a mapping: handed to their flag as JSON text, which is YAML.
-MAPPINGS = ("search_space",)
+MAPPINGS = ("search_space", "per_model")
 # The words YAML 1.1 turns into booleans, as the options that take them spell them.
 _BOOLEAN_WORDS = {"amp": {True: "on", False: "off"}}
 
@@ -115,6 +115,11 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     if options.get("search_space") is not None:
         try:
             options["search_space"] = parse_search_space(options["search_space"])
+        except UserInputError as error:
+            raise UserInputError(f"--config {str(path)!r}: {error}") from None
+    if options.get("per_model") is not None:
+        try:
+            options["per_model"] = parse_per_model(options["per_model"])
         except UserInputError as error:
             raise UserInputError(f"--config {str(path)!r}: {error}") from None
     unknown = sorted(set(options) - {*PLACES, *OPTIONS, *RECORDED_ONLY})

@@ -50,8 +50,8 @@ TABLE_COLUMNS = [
     "dataset_manifest_sha256",
     "config",
 ]
-# What a trial's Tune config holds besides its drawn values: its unit (model, fold, seed) and epochs.
-UNIT_KEYS = ("model", "fold", "seed", "epochs")
+# What a trial's Tune config holds besides its drawn values: its unit (model, fold, seed).
+UNIT_KEYS = ("model", "fold", "seed")
 HISTORY_COLUMNS = [
     "model",
     "trial_id",

@@ -43,7 +43,8 @@ DataParallelTrainer = data_parallel_trainer()
 class TrialSetup:
     """What every trial of a sweep shares; a trial adds its model and sampled values."""
 
-    train: TrainConfig
+    # Per model: the sweep's settings with its per_model ones over them (SweepConfig.train_for).
+    train: dict[str, TrainConfig]
     # The prepared dataset, as every node sees it (the driver checks that they do), and the run storage:
     # opened by the driver, their filesystems holding any credentials of their URIs. Ray carries them
     # in memory (tune.with_parameters, then each trial's Train run), never as text to open again.
@@ -82,11 +83,11 @@ class TrialSetup:
         """One trial's settings: its model and sampled values over the sweep's, every default filled."""
         model = sampled["model"]
         return TrialConfig.resolve(
-            self.train,
+            self.train[model],
             model,
             self.defaults[model],
             sampled,
-            pretrained=self.pretrained.get(model, self.train.pretrained),
+            pretrained=self.pretrained.get(model, self.train[model].pretrained),
             folds=self.folds,
             train_offsets=self.train_offsets,
             folder=self.run_storage.trial(model, trial_id).location,
