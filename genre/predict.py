@@ -2,7 +2,8 @@
 
 Files are decoded and cut into log-mel windows by a few threads (libsndfile, torchaudio and torch's
 STFT release the GIL) while the model runs; the windows of many files share each forward pass, and
-each file's probabilities are the mean of its own windows'.
+each file's probabilities are the mean of its own windows'. Decoding a file into windows and a file's
+prediction from its windows are shared with the Ray Data path of `genre predict --out` (genre/batch_predict).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from data_pipeline.audio import AudioDecodeError, StorageReadError, load_mono, low_rate_note
-from data_pipeline.features import LogMelExtractor
+from data_pipeline.features import FeatureConfig, LogMelExtractor
 from genre.train.checkpoints import CheckpointBytes, LoadedModel
 
 TOP_K = 3
@@ -55,13 +56,50 @@ class Prediction:
 
 
 @dataclass
-class _Decoded:
+class DecodedFile:
     """A file's log-mel windows [windows, n_mels, frames] float16, or why it has none."""
 
     path: str
     mels: torch.Tensor | None = None
     error: str = ""
     note: str = ""
+
+
+def decode_file(path: str | Path, features: FeatureConfig, extractor: LogMelExtractor) -> DecodedFile:
+    """The file decoded and cut into `features`' windows, as `prepare` cuts them; an unreadable, undecodable
+    or too-short file is its error."""
+    try:
+        waveform, source_rate, _ = load_mono(path, features.sample_rate)
+    except (AudioDecodeError, StorageReadError) as error:
+        # One file that cannot be read (or decoded) is that file's error line, not the command's end.
+        return DecodedFile(str(path), error=str(error))
+    mels = window_features(extractor, waveform)
+    if len(mels) == 0:
+        seconds = waveform.numel() / features.sample_rate
+        return DecodedFile(
+            str(path), error=f"shorter than one {features.segment_seconds:g} s window ({seconds:.2f} s)"
+        )
+    return DecodedFile(str(path), mels, note=low_rate_note(source_rate, features))
+
+
+def window_features(extractor: LogMelExtractor, waveform: torch.Tensor) -> torch.Tensor:
+    """[windows, n_mels, frames] float16 log-mels of a waveform at the features' rate."""
+    # Rounded to float16 as `prepare` stores them: the model sees exactly what it trained on.
+    return extractor(waveform).half()
+
+
+def file_prediction(
+    path: str, window_probabilities: torch.Tensor, labels: list[str], note: str = ""
+) -> Prediction:
+    """A file's Prediction from its windows' probabilities [windows, classes]: their mean, its top genres."""
+    segments = len(window_probabilities)
+    probabilities = window_probabilities.mean(dim=0)
+    if not bool(torch.isfinite(probabilities).all()):
+        # Never printed as "nan": weights are checked when loaded, but a window can still overflow.
+        return Prediction(path, [], segments=segments, error=NON_FINITE_OUTPUT)
+    values, indices = probabilities.topk(min(TOP_K, len(labels)))
+    top = [(labels[i], round(float(v), 4)) for v, i in zip(values, indices, strict=True)]
+    return Prediction(path, top, segments=segments, probabilities=probabilities, note=note)
 
 
 @dataclass
@@ -124,15 +162,15 @@ class Predictor:
     def file_probabilities(self, path: str | Path) -> torch.Tensor:
         """[segments, classes] for one file (for evaluation and tests)."""
         waveform, _, _ = load_mono(path, self.features.sample_rate)
-        return self.loaded.probabilities(self._features(waveform))
+        return self.loaded.probabilities(window_features(self.extractor, waveform))
 
-    def _decode(self, paths: Iterable[str | Path]) -> Iterator[_Decoded]:
+    def _decode(self, paths: Iterable[str | Path]) -> Iterator[DecodedFile]:
         """Each file's windows, in order, decoded by DECODE_THREADS threads a few files ahead."""
         pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="genre-decode")
-        ahead: deque[Future[_Decoded]] = deque()
+        ahead: deque[Future[DecodedFile]] = deque()
         try:
             for path in paths:
-                ahead.append(pool.submit(self._decode_file, path))
+                ahead.append(pool.submit(decode_file, path, self.features, self.extractor))
                 if len(ahead) >= DECODE_THREADS * FILES_AHEAD_PER_THREAD:
                     yield ahead.popleft().result()
             while ahead:
@@ -140,25 +178,6 @@ class Predictor:
         finally:
             # Stopped early (an error, Ctrl-C, a consumer that left): files not yet started never are.
             pool.shutdown(wait=True, cancel_futures=True)
-
-    def _decode_file(self, path: str | Path) -> _Decoded:
-        try:
-            waveform, source_rate, _ = load_mono(path, self.features.sample_rate)
-        except (AudioDecodeError, StorageReadError) as error:
-            # One file that cannot be read (or decoded) is that file's error line, not the command's end.
-            return _Decoded(str(path), error=str(error))
-        mels = self._features(waveform)
-        if len(mels) == 0:
-            seconds = waveform.numel() / self.features.sample_rate
-            return _Decoded(
-                str(path),
-                error=f"shorter than one {self.features.segment_seconds:g} s window ({seconds:.2f} s)",
-            )
-        return _Decoded(str(path), mels, note=low_rate_note(source_rate, self.features))
-
-    def _features(self, waveform: torch.Tensor) -> torch.Tensor:
-        # Rounded to float16 as `prepare` stores them: the model sees exactly what it trained on.
-        return self.extractor(waveform).half()
 
     def _run_batch(self, queued: deque[tuple[_Pending, torch.Tensor]], size: int) -> int:
         """Up to `size` windows from the front of `queued` through the model as one batch; how many."""
@@ -187,11 +206,4 @@ class Predictor:
     def _prediction(self, file: _Pending) -> Prediction:
         if file.error:
             return Prediction(file.path, [], error=file.error)
-        probabilities = torch.cat(file.parts).mean(dim=0)
-        if not bool(torch.isfinite(probabilities).all()):
-            # Never printed as "nan": weights are checked when loaded, but a window can still overflow.
-            return Prediction(file.path, [], segments=file.segments, error=NON_FINITE_OUTPUT)
-        labels = self.loaded.labels
-        values, indices = probabilities.topk(min(TOP_K, len(labels)))
-        top = [(labels[i], round(float(v), 4)) for v, i in zip(values, indices, strict=True)]
-        return Prediction(file.path, top, segments=file.segments, probabilities=probabilities, note=file.note)
+        return file_prediction(file.path, torch.cat(file.parts), self.loaded.labels, file.note)

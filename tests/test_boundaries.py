@@ -27,6 +27,7 @@ TOP_LEVEL = {
     "run_folder.py",  # contract: OUT's layout
     "reports.py",  # contract: what workers report and the driver reads
     "predict.py",
+    "export.py",
     "evaluate.py",
     "demo.py",
 }

@@ -77,7 +77,9 @@ def test_per_model_settings_replace_the_sweeps_for_that_model_only(tmp_path):
 
 def test_per_model_settings_the_sweep_cannot_run_are_refused(tmp_path):
     config = SweepConfig(data="d", out=tmp_path, models=("cnn4",), per_model={"vgg11": {"epochs": 1}})
-    with pytest.raises(UserInputError, match="per_model: cnn4: --warmup-epochs must be .* than --epochs .2."):
+    with pytest.raises(
+        UserInputError, match=r"per_model: cnn4: --warmup-epochs must be .* than --epochs .2."
+    ):
         SweepConfig(
             data="d", out=tmp_path, train=TrainConfig(epochs=2), per_model={"cnn4": {"warmup_epochs": 3}}
         )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import argcomplete
 
 from data_pipeline.errors import UserInputError
-from genre.cli import demo, evaluate, lost_cluster, models, predict, prepare, sweep, synth
+from genre.cli import demo, evaluate, export, lost_cluster, models, predict, prepare, serve, sweep, synth
 from genre.cli.exit_codes import EXIT_CLUSTER_LOST, EXIT_INTERRUPTED, EXIT_USER_ERROR
 from genre.cli.ray_session import ray_session
 from genre.cli.signals import sigterm_as_interrupt, sigterm_received
@@ -18,7 +18,7 @@ from genre.cli.versions import PrintVersions
 
 # One module per command, in --help's order: add_parser(commands) -> its parser, run(args) -> its exit
 # code, and, where a lost cluster leaves something to say, how_to_continue(args) -> the line.
-COMMANDS = (prepare, models, sweep, synth, demo, predict, evaluate)
+COMMANDS = (prepare, models, sweep, synth, demo, predict, evaluate, export, serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
