@@ -59,26 +59,25 @@ def _all_models() -> tuple[str, ...]:
     return tuple(model_names())
 
 
-def search_space_text(text: str) -> dict[str, Any]:
-    """`--search-space`'s value: a YAML (or JSON) mapping, checked by `parse_search_space`."""
+def _yaml_mapping(text: str, shape: str) -> dict[str, Any]:
+    """A flag's YAML (or JSON) mapping; anything else is argparse's error, naming the `shape` it takes."""
     try:
-        space = yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"not YAML: {text!r}") from None
-    if not isinstance(space, dict):
-        raise argparse.ArgumentTypeError(f"a mapping of setting: {{distribution: [...]}}, not {text!r}")
-    return space
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a mapping of {shape}, not {text!r}")
+    return value
+
+
+def search_space_text(text: str) -> dict[str, Any]:
+    """`--search-space`'s value: a YAML (or JSON) mapping, checked by `parse_search_space`."""
+    return _yaml_mapping(text, "setting: {distribution: [...]}")
 
 
 def per_model_text(text: str) -> dict[str, Any]:
     """`--per-model`'s value: a YAML (or JSON) mapping, checked by `parse_per_model`."""
-    try:
-        settings = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"not YAML: {text!r}") from None
-    if not isinstance(settings, dict):
-        raise argparse.ArgumentTypeError(f"a mapping of model: {{setting: value}}, not {text!r}")
-    return settings
+    return _yaml_mapping(text, "model: {setting: value}")
 
 
 def parse_per_model(raw: Any) -> dict[str, dict[str, Any]]:
