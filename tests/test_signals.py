@@ -199,12 +199,13 @@ def test_sigterm_that_lands_in_a_weakref_callback_still_stops_the_command():
 
     held = Held()
     watched = weakref.ref(held, signalled_inside_the_callback)
+    callers_handler = signal.getsignal(signal.SIGTERM)  # pytest's, or Ray's when an earlier test ran ray.init
     with sigterm_as_interrupt(), pytest.raises(Terminated):
         del held
         for _ in range(100):  # the command's own code, where the signal must land again
             time.sleep(0.01)
     assert sigterm_received() and watched() is None
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's (pytest's) handler is back
+    assert signal.getsignal(signal.SIGTERM) is callers_handler  # the caller's handler is back
 
 
 # --- items 8 and 9: SIGTERM as a sweep starts its trials, then --resume -----------------------------------
