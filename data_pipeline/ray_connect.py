@@ -125,9 +125,16 @@ def _stop_started_processes(before: set[int]) -> None:
     """Stop this process's descendants that were not there before Ray's start: Ray's, and only Ray's."""
     import psutil
 
+    def started_since() -> dict[int, psutil.Process]:
+        return {p.pid: p for p in psutil.Process().children(recursive=True) if p.pid not in before}
+
+    # Listed before Ray's shutdown as well as after: the raylet it stops leaves its agents orphaned,
+    # no longer this process's descendants (a full suite once found them up 15 s after the stop).
+    seen = started_since()
     with contextlib.suppress(Exception):
         ray.shutdown()  # what Ray knows of already; the rest is found below
-    started = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    seen.update(started_since())
+    started = [process for process in seen.values() if process.is_running()]
     for process in started:
         with contextlib.suppress(psutil.Error):
             process.terminate()
