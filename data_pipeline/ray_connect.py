@@ -85,7 +85,8 @@ def connect_ray(address: str | None = None, *, dashboard: bool = False, worker_l
 
 @contextlib.contextmanager
 def _ray_start(*, local: bool) -> Iterator[None]:
-    """Around `ray.init`: keep the caller's SIGTERM handler, and stop what an interrupted start began.
+    """Around `ray.init`: keep the caller's SIGTERM handler, hold a Ctrl-C until the start returns
+    (`_ctrl_c_held`), and stop what an interrupted start began.
 
     Ray's start installs a SIGTERM handler of its own (`sys.exit(15)` wherever the start is), and its
     C++ core one in front of that which prints stack lines; both are replaced by the caller's again.
@@ -100,7 +101,8 @@ def _ray_start(*, local: bool) -> Iterator[None]:
     callers_handler = signal.getsignal(signal.SIGTERM) if in_main_thread else None
     before = {child.pid for child in psutil.Process().children(recursive=True)} if local else set()
     try:
-        yield
+        with _ctrl_c_held() if in_main_thread else contextlib.nullcontext():
+            yield
     except BaseException as error:
         if local:
             _stop_started_processes(before)
@@ -111,6 +113,35 @@ def _ray_start(*, local: bool) -> Iterator[None]:
         raise
     if in_main_thread:
         _restore_sigterm_handler(callers_handler)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that comes while Ray starts until its start returns, then hand it to the
+    caller's handler; a second one is handed over at once.
+
+    A KeyboardInterrupt raised at a random point of `ray.init` leaves Ray's core half made: seen, a
+    command that then hung for minutes, and a segmentation fault at exit. Once the start has returned,
+    Ray stops cleanly (the caller's `ray.shutdown`), within seconds.
+    """
+    callers = signal.getsignal(signal.SIGINT)
+    if not callable(callers):  # SIGINT ignored (a background job) or the OS default: left as it is
+        yield
+        return
+    held = []
+
+    def hold(signum: int, frame: object) -> None:
+        if held:
+            callers(signum, frame)  # the second: at once (by default, a KeyboardInterrupt here)
+        held.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, callers)
+    if held:
+        callers(signal.SIGINT, None)
 
 
 def _restore_sigterm_handler(callers_handler: object) -> None:

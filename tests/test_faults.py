@@ -84,16 +84,27 @@ def test_a_killed_worker_restarts_and_an_exception_leaves_an_error_row(tiny_data
 
 
 def start_sweep(data: Path, out: Path, *options: str) -> subprocess.Popen:
+    """`genre sweep` in a process of its own, its output into a file beside OUT (a pipe that no one
+    reads while the test waits would fill, and block the sweep mid-write)."""
     command = [*GENRE, "sweep", str(data), str(out), *options]
-    return subprocess.Popen(command, env=ray_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    with sweep_log(out).open("a") as output:
+        return subprocess.Popen(command, env=ray_environment(), stdout=output, stderr=subprocess.STDOUT)
 
 
-def stop_and_wait(process: subprocess.Popen, sig: signal.Signals) -> None:
-    """Send `sig` to the sweep and wait until it and the local Ray it started are gone."""
+def sweep_log(out: Path) -> Path:
+    return out.parent / f"{out.name}.log"
+
+
+def stop_and_wait(process: subprocess.Popen, sig: signal.Signals, log: Path | None = None) -> None:
+    """Send `sig` to the process and wait until it and the local Ray it started are gone."""
     family = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(sig)
-    process.wait(timeout=120)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        printed = log.read_text()[-3000:] if log is not None else ""
+        raise AssertionError(f"{process.args} outlived {sig.name} by 120 s\n{printed}") from None
     # Raylet and GCS follow their driver within a second or two; Ray's runtime-env and dashboard
     # agents outlive it by more than 30 s (seen with Ray 2.58): kill them rather than wait. The next
     # command starts a Ray of its own, so nothing waits on how the leftovers end.
@@ -113,14 +124,14 @@ def test_a_sweep_stopped_by_ctrl_c_then_killed_resumes_each_time_without_rerunni
     first = start_sweep(tiny_dataset, out, "--models", "cnn3,cnn4", "--epochs", "2", "--pretrained", "no",
                         "--max-concurrent", "1", *faults)  # fmt: skip
     wait_for_file(cnn3_paused)
-    stop_and_wait(first, signal.SIGINT)
+    stop_and_wait(first, signal.SIGINT, sweep_log(out))
     assert not (out / "results.parquet").exists()
 
     # --resume alone: the sweep's own options (2 epochs, not the default 15). cnn3 goes on from its
     # first epoch's checkpoint and finishes; cnn4 pauses in its second epoch and the sweep is killed.
     second = start_sweep(tiny_dataset, out, "--resume", *faults)
     wait_for_file(cnn4_paused)
-    stop_and_wait(second, signal.SIGKILL)
+    stop_and_wait(second, signal.SIGKILL, sweep_log(out))
 
     # One option that may change on --resume is applied and recorded. In this process, on the test
     # session's Ray: the killed sweep's Ray is gone, and OUT alone carries the sweep on.

@@ -208,6 +208,38 @@ def test_sigterm_that_lands_in_a_weakref_callback_still_stops_the_command():
     assert signal.getsignal(signal.SIGTERM) is callers_handler  # the caller's handler is back
 
 
+def test_a_ctrl_c_while_ray_starts_is_held_until_the_start_returns_and_a_second_one_is_not():
+    from data_pipeline.ray_connect import _ctrl_c_held
+
+    started, callers = [], signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # Python runs the handler here: it holds the Ctrl-C
+        started.append("the rest of Ray's start ran")
+    assert started and signal.getsignal(signal.SIGINT) is callers
+
+    with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses it again: no more waiting
+        time.sleep(0.2)
+        started.append("never")
+    assert started == ["the rest of Ray's start ran"]
+
+
+def test_a_ctrl_c_that_the_caller_ignores_stays_ignored_while_ray_starts():
+    from data_pipeline.ray_connect import _ctrl_c_held
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started in the background
+    try:
+        with _ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # --- items 8 and 9: SIGTERM as a sweep starts its trials, then --resume -----------------------------------
 
 
