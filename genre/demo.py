@@ -89,7 +89,7 @@ def _run_stages(config: DemoConfig, progress: Progress) -> DemoResult:
         pretrained="no",  # no download in a demo: ImageNet VGG11 alone is 500 MB
         seed=config.seed,
     )
-    per_model = {model: {"epochs": n} for model, n in epochs.items() if n != longest}
+    per_model = config.per_model(models)
     sweep = SweepConfig(
         data=data, out=run, models=models, train=train, per_model=per_model or None, address=config.address
     )

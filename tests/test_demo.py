@@ -60,3 +60,17 @@ def test_the_demo_trains_each_model_its_own_epochs_unless_told_one_number():
 
     assert DemoConfig().epochs_of("cnn3") == DEMO_EPOCHS["cnn3"] > DemoConfig().epochs_of("vgg11")
     assert {DemoConfig(epochs=3).epochs_of(model) for model in DEMO_EPOCHS} == {3}
+
+
+def test_the_demos_per_model_settings_give_each_model_its_epochs_and_its_own_rate():
+    from genre.config import DEMO_LR, DemoConfig
+
+    models = ("cnn3", "cnn4", "cnn4_gru")
+    settings = DemoConfig().per_model(models)
+    # The longest-training model takes the sweep's epochs; the others say their own.
+    longest = max(models, key=DEMO_EPOCHS.__getitem__)
+    assert "epochs" not in settings.get(longest, {})
+    assert all(settings[m]["epochs"] == DEMO_EPOCHS[m] for m in models if m != longest)
+    assert settings["cnn4_gru"]["lr"] == DEMO_LR["cnn4_gru"] and "lr" not in settings.get("cnn4", {})
+    # One --epochs for all: only the rates are a model's own.
+    assert DemoConfig(epochs=3).per_model(models) == {"cnn4_gru": {"lr": DEMO_LR["cnn4_gru"]}}
