@@ -1,7 +1,7 @@
 """The study's training recipe against one found by a search, on real music, by cross-validation.
 
     python bench/recipe.py AUDIO WORK [--model cnn4] [--epochs 15] [--samples 12] [--seeds 2]
-                           [--folds 5] [--n-mels 64] [--hop-length 1024]
+                           [--folds 5] [--n-mels 64] [--search-concurrency 2]
 
 Every step is a `genre` command as a user runs it (a step whose output is already in WORK is read, not
 run again):
@@ -74,14 +74,15 @@ def main() -> None:
     parser.add_argument("--model", default="cnn4")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--samples", type=int, default=12)
+    # Optuna's TPE proposes from the trials it has seen: two at once, not all twelve blind.
+    parser.add_argument("--search-concurrency", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--n-mels", type=int, default=64)
-    parser.add_argument("--hop-length", type=int, default=1024)
     options = parser.parse_args()
     work: Path = options.work
     work.mkdir(parents=True, exist_ok=True)
-    features = ["--n-mels", str(options.n_mels), "--hop-length", str(options.hop_length)]
+    features = ["--n-mels", str(options.n_mels)]
     fixed, folded = work / "data-split", work / "data-folds"
     seconds: dict[str, float | None] = {
         "prepare (split)": step(fixed, "prepare", str(options.audio), str(fixed), *features),
@@ -97,6 +98,7 @@ def main() -> None:
     seconds["search"] = step(
         search / "results.parquet", "sweep", str(fixed), str(search), *common, "--config", str(config),
         "--search", "optuna", "--num-samples", str(options.samples),
+        "--max-concurrent", str(options.search_concurrency),
     )  # fmt: skip
     best = best_configuration(search)
     recipes = {"study": STUDY, "searched": {k: v for k, v in best.items() if k in FLAGS}}

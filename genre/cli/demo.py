@@ -20,7 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "demo",
         help="the whole job on generated music: synth -> prepare -> sweep of all six models, on CPU",
         description="Generate a small labelled collection, prepare it with Ray Data and sweep all six "
-        "models with Ray Tune on this machine's CPU; prints the results table. About 4 minutes on "
+        "models with Ray Tune on this machine's CPU; prints the results table. About 3 minutes on "
         "2 cores.",
     )
     parser.add_argument(
