@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -134,6 +135,7 @@ def _ctrl_c_held() -> Iterator[None]:
         if held:
             callers(signum, frame)  # the second: at once (by default, a KeyboardInterrupt here)
         held.append(signum)
+        print("interrupted: stopping as soon as Ray's start returns (Ctrl-C again: now)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, hold)
     try:

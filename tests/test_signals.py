@@ -208,7 +208,7 @@ def test_sigterm_that_lands_in_a_weakref_callback_still_stops_the_command():
     assert signal.getsignal(signal.SIGTERM) is callers_handler  # the caller's handler is back
 
 
-def test_a_ctrl_c_while_ray_starts_is_held_until_the_start_returns_and_a_second_one_is_not():
+def test_a_ctrl_c_while_ray_starts_is_held_until_the_start_returns_and_a_second_one_is_not(capsys):
     from data_pipeline.ray_connect import _ctrl_c_held
 
     started, callers = [], signal.getsignal(signal.SIGINT)
@@ -217,6 +217,7 @@ def test_a_ctrl_c_while_ray_starts_is_held_until_the_start_returns_and_a_second_
         time.sleep(0.2)  # Python runs the handler here: it holds the Ctrl-C
         started.append("the rest of Ray's start ran")
     assert started and signal.getsignal(signal.SIGINT) is callers
+    assert capsys.readouterr().err == "interrupted: stopping as soon as Ray's start returns (Ctrl-C again: now)\n"
 
     with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
         os.kill(os.getpid(), signal.SIGINT)
