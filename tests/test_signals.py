@@ -217,7 +217,8 @@ def test_a_ctrl_c_while_ray_starts_is_held_until_the_start_returns_and_a_second_
         time.sleep(0.2)  # Python runs the handler here: it holds the Ctrl-C
         started.append("the rest of Ray's start ran")
     assert started and signal.getsignal(signal.SIGINT) is callers
-    assert capsys.readouterr().err == "interrupted: stopping as soon as Ray's start returns (Ctrl-C again: now)\n"
+    said = capsys.readouterr().err
+    assert said == "interrupted: stopping as soon as Ray's start returns (Ctrl-C again: now)\n"
 
     with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
         os.kill(os.getpid(), signal.SIGINT)
