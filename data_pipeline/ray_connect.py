@@ -134,6 +134,7 @@ def _ctrl_c_held() -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         if held:
             callers(signum, frame)  # the second: at once (by default, a KeyboardInterrupt here)
+            return
         held.append(signum)
         print("interrupted: stopping as soon as Ray's start returns (Ctrl-C again: now)", file=sys.stderr)
 

@@ -339,8 +339,10 @@ class DemoConfig:
         longest = max(self.epochs_of(model) for model in models)
         settings: dict[str, dict[str, Any]] = {}
         for model in models:
-            own = {"epochs": self.epochs_of(model)} if self.epochs_of(model) != longest else {}
-            own |= {"lr": DEMO_LR[model]} if model in DEMO_LR else {}
+            epochs = self.epochs_of(model)
+            own: dict[str, Any] = {"epochs": epochs} if epochs != longest else {}
+            if model in DEMO_LR:
+                own["lr"] = DEMO_LR[model]
             if own:
                 settings[model] = own
         return settings
